@@ -1,0 +1,1 @@
+//! PVE API client (in progress)
