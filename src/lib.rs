@@ -6,3 +6,4 @@ pub mod config;
 pub mod pve;
 pub mod quiesce;
 pub mod state;
+pub mod backup;

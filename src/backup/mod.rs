@@ -1,0 +1,4 @@
+//! The backup run: quiesce, vzdump, follow the task, release, record.
+
+pub mod logscan;
+pub mod poll;
