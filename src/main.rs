@@ -1,1 +1,3 @@
-fn main() { println!("felhom-agent: not yet"); }
+fn main() {
+    println!("felhom-agent: not yet");
+}

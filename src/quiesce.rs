@@ -1,1 +1,0 @@
-//! quiesce (in progress)
