@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::faults::FaultKind;
 use crate::rbac::{AuthError, AuthId};
-use crate::schema::{self, Permissions};
+use crate::schema;
 use crate::world::{RequestRecord, World};
 
 pub struct ApiRequest {
@@ -207,7 +207,10 @@ fn pipeline(w: &mut World, req: &ApiRequest, path: &str, rec: &mut RequestRecord
     };
     rec.authid = Some(auth.full());
     if auth.token.is_some() && !op.allowtoken {
-        return Outcome::Err(ApiErr::new(401, "API tokens are not allowed for this API call"));
+        return Outcome::Err(ApiErr::new(
+            403,
+            format!("Permission check failed (URI '{path}' not available with API token, need proper ticket.\n)"),
+        ));
     }
     if !crate::routes::ROUTES.iter().any(|(m, t)| *m == op.method && *t == op.template) {
         return Outcome::Err(ApiErr::new(
@@ -220,20 +223,13 @@ fn pipeline(w: &mut World, req: &ApiRequest, path: &str, rec: &mut RequestRecord
     for (k, v) in &params {
         vars.entry(k.clone()).or_insert_with(|| value_string(v));
     }
-    match &op.permissions {
-        Permissions::Check(expr) => {
-            let rbac = &w.rbac;
-            let has = |p: &str, privs: &[&str], any: bool| rbac.check(&auth, p, privs, any);
-            if let Err(msg) = expr.eval(&vars, &has) {
-                return Outcome::Err(ApiErr::new(403, msg));
-            }
+    {
+        let rbac = &w.rbac;
+        let has = |p: &str, privs: &[&str], any: bool| rbac.check(&auth, p, privs, any);
+        let is_root = auth.is_root() && auth.token.is_none();
+        if let Err(msg) = op.permissions.eval(is_root, &vars, &has) {
+            return Outcome::Err(ApiErr::new(403, msg.trim_end().to_string()));
         }
-        Permissions::RootOnly => {
-            if !auth.is_root() || auth.token.is_some() {
-                return Outcome::Err(ApiErr::forbidden_plain("user != root@pam"));
-            }
-        }
-        Permissions::UserAll | Permissions::UserWorld => {}
     }
     // Proxy to {node}.
     let node = route.uri_params.get("node").cloned();
@@ -256,6 +252,11 @@ fn pipeline(w: &mut World, req: &ApiRequest, path: &str, rec: &mut RequestRecord
     // Validation against the schema (URI parameters included).
     let mut all: BTreeMap<String, Value> = params;
     for (k, v) in &route.uri_params {
+        if let Some(prev) = all.get(k) {
+            if value_string(prev) != *v {
+                return Outcome::Err(ApiErr::param(k, "duplicate parameter (already defined in URI) with conflicting values!"));
+            }
+        }
         all.insert(k.clone(), Value::String(v.clone()));
     }
     let typed = match schema::validate(op, &all, from_form) {
