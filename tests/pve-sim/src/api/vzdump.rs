@@ -574,7 +574,7 @@ fn prune_after(w: &mut World, upid: &str, job: &Job, vmid: u32, kind: GuestKind)
         return;
     }
     let st = st.clone();
-    w.log(upid, format!("INFO: prune older backups with retention: {}", opts.to_property_string()));
+    w.log(upid, format!("INFO: prune older backups with retention: {}", opts.to_log_string()));
     let group: Vec<&crate::world::Volume> = st.volumes.iter().filter(|v| v.vmid == vmid && v.kind == kind).collect();
     let items: Vec<PruneItem> = group
         .iter()
