@@ -128,7 +128,7 @@ pub fn take_fault(w: &mut World, req: &ApiRequest) -> Option<FaultKind> {
     if w.faults.is_empty() {
         return None;
     }
-    let path = req.raw_path.strip_prefix("/api2/json").unwrap_or(&req.raw_path).to_string();
+    let path = api_path(&req.raw_path);
     let template = schema::pve9().lookup(&req.method, &path).map(|r| r.op.template.clone());
     let kind = crate::faults::take(&mut w.faults, &req.method, &path, template.as_deref())?;
     let status = match &kind {
@@ -151,8 +151,14 @@ pub fn take_fault(w: &mut World, req: &ApiRequest) -> Option<FaultKind> {
     Some(kind)
 }
 
+/// The path below `/api2/json`, percent-decoded as pveproxy does before matching handlers.
+fn api_path(raw: &str) -> String {
+    let rel = raw.strip_prefix("/api2/json").unwrap_or(raw);
+    percent_encoding::percent_decode_str(rel).decode_utf8_lossy().into_owned()
+}
+
 pub fn handle(w: &mut World, req: &ApiRequest) -> ApiResponse {
-    let path = req.raw_path.strip_prefix("/api2/json").unwrap_or("").to_string();
+    let path = api_path(&req.raw_path);
     let mut rec = RequestRecord {
         seq: 0,
         time: 0.0,

@@ -12,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const BASIC: &str = include_str!("../../scenarios/basic.toml");
 pub const T101: (&str, &str) = ("felhom101@pve!agent", "11111111-2222-3333-4444-555555555101");
 pub const T103: (&str, &str) = ("felhom103@pve!agent", "11111111-2222-3333-4444-555555555103");
-pub const WIDE: (&str, &str) = ("wide@pve!t", "wide-secret-0000");
-pub const AUDITOR: (&str, &str) = ("auditor@pve!t", "auditor-secret-0000");
+pub const WIDE: (&str, &str) = ("wide@pve!tok", "wide-secret-0000");
+pub const AUDITOR: (&str, &str) = ("auditor@pve!tok", "auditor-secret-0000");
 
 pub struct H {
     pub sim: Sim,
