@@ -2,8 +2,8 @@
 //!
 //! Modules are cut by domain; pure logic (UPID parsing, config validation) is free of I/O.
 
+pub mod backup;
 pub mod config;
 pub mod pve;
 pub mod quiesce;
 pub mod state;
-pub mod backup;

@@ -142,7 +142,11 @@ impl LogScan {
             .filter(|l| l.starts_with("ERROR:") || l.starts_with("TASK ERROR:"))
             .cloned()
             .collect();
-        let pick = if errs.is_empty() { self.lines.clone() } else { errs };
+        let pick = if errs.is_empty() {
+            self.lines.clone()
+        } else {
+            errs
+        };
         let skip = pick.len().saturating_sub(max);
         pick.into_iter().skip(skip).collect()
     }
@@ -221,7 +225,13 @@ mod tests {
             ],
         );
         assert_eq!(at, Some(5));
-        assert_eq!(s.progress(), Some(Progress { pct: 10, elapsed: Some(6.0) }));
+        assert_eq!(
+            s.progress(),
+            Some(Progress {
+                pct: 10,
+                elapsed: Some(6.0)
+            })
+        );
         assert_eq!(s.logged_mode(), Some("snapshot"));
     }
 
@@ -244,9 +254,21 @@ mod tests {
     #[test]
     fn lxc_stop_has_no_early_point_and_suspend_resumes() {
         let mut s = LogScan::new(GuestType::Lxc, Mode::Stop);
-        assert_eq!(feed(&mut s, &["INFO: stopping virtual guest", "INFO: creating vzdump archive 'x'"]), None);
+        assert_eq!(
+            feed(
+                &mut s,
+                &[
+                    "INFO: stopping virtual guest",
+                    "INFO: creating vzdump archive 'x'"
+                ]
+            ),
+            None
+        );
         let mut s = LogScan::new(GuestType::Lxc, Mode::Suspend);
-        assert_eq!(feed(&mut s, &["INFO: suspending guest", "INFO: resuming guest"]), Some(1));
+        assert_eq!(
+            feed(&mut s, &["INFO: suspending guest", "INFO: resuming guest"]),
+            Some(1)
+        );
     }
 
     #[test]
@@ -265,7 +287,10 @@ mod tests {
         );
         assert_eq!(
             s.error_tail(5),
-            ["ERROR: Backup of VM 101 failed - VM is locked (snapshot)", "TASK ERROR: job errors"]
+            [
+                "ERROR: Backup of VM 101 failed - VM is locked (snapshot)",
+                "TASK ERROR: job errors"
+            ]
         );
         assert_eq!(s.warnings(), 1);
     }
@@ -274,10 +299,25 @@ mod tests {
     fn progress_parsing() {
         assert_eq!(
             parse_progress("INFO:  42% (13.4 GiB of 32.0 GiB) in 1m 5s, read: x"),
-            Some(Progress { pct: 42, elapsed: Some(65.0) })
+            Some(Progress {
+                pct: 42,
+                elapsed: Some(65.0)
+            })
         );
-        assert_eq!(parse_progress("INFO: 100% (32.0 GiB of 32.0 GiB) in 1h 10m"), Some(Progress { pct: 100, elapsed: Some(4200.0) }));
-        assert_eq!(parse_progress("INFO:  5% (1 GiB of 32.0 GiB)"), Some(Progress { pct: 5, elapsed: None }));
+        assert_eq!(
+            parse_progress("INFO: 100% (32.0 GiB of 32.0 GiB) in 1h 10m"),
+            Some(Progress {
+                pct: 100,
+                elapsed: Some(4200.0)
+            })
+        );
+        assert_eq!(
+            parse_progress("INFO:  5% (1 GiB of 32.0 GiB)"),
+            Some(Progress {
+                pct: 5,
+                elapsed: None
+            })
+        );
         assert_eq!(parse_progress("INFO: 42 percent"), None);
         assert_eq!(parse_progress("INFO: 420% (x)"), None);
     }

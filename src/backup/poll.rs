@@ -140,7 +140,13 @@ mod tests {
 
     /// A simulated task: CP at `cp`, progress lines every 10 % of the archive, ends at `end`;
     /// returns (requests, detection delay).
-    fn simulate(cp: f64, end: f64, progress: bool, progress_times: bool, history: Option<f64>) -> (u32, f64) {
+    fn simulate(
+        cp: f64,
+        end: f64,
+        progress: bool,
+        progress_times: bool,
+        history: Option<f64>,
+    ) -> (u32, f64) {
         let mut plan = PollPlan::new(0.0, true, history);
         let mut now = 0.0;
         let mut requests = 0;
@@ -209,7 +215,10 @@ mod tests {
         assert_eq!(p.next(0.0).wait, 0.25);
         assert!(p.next(3.0).wait <= 2.0);
         p.observe_cp(3.0);
-        assert!(p.next(3.0).wait > 2.0, "after the point the wait follows the prediction");
+        assert!(
+            p.next(3.0).wait > 2.0,
+            "after the point the wait follows the prediction"
+        );
     }
 
     #[test]
@@ -218,6 +227,9 @@ mod tests {
         let asks: Vec<bool> = (0..20).map(|i| p.next(i as f64 * 0.5).ask_status).collect();
         assert!(asks.iter().any(|a| *a));
         let mut p = PollPlan::new(0.0, false, Some(10.0));
-        assert!(p.next(30.0).ask_status, "past the predicted end every poll asks the status");
+        assert!(
+            p.next(30.0).ask_status,
+            "past the predicted end every poll asks the status"
+        );
     }
 }

@@ -15,7 +15,12 @@ pub struct Clock {
 impl Clock {
     /// `start`: the epoch the clock shows now; `speed`: simulated seconds per real second.
     pub fn new(start: f64, speed: f64) -> Clock {
-        Clock { real_base: Instant::now(), virtual_base: start, speed: speed.max(0.0), advanced: 0.0 }
+        Clock {
+            real_base: Instant::now(),
+            virtual_base: start,
+            speed: speed.max(0.0),
+            advanced: 0.0,
+        }
     }
 
     /// Seconds since the epoch, fractional.

@@ -13,7 +13,10 @@ use crate::scenario::VzdumpBehaviour;
 use crate::world::World;
 
 fn err(status: u16, msg: impl Into<String>) -> (u16, Vec<u8>) {
-    (status, json!({"error": msg.into()}).to_string().into_bytes())
+    (
+        status,
+        json!({"error": msg.into()}).to_string().into_bytes(),
+    )
 }
 
 fn ok(v: Value) -> (u16, Vec<u8>) {
@@ -35,8 +38,9 @@ pub(crate) fn handle(
     if key != Some(shared.control_key.as_str()) {
         return err(403, "missing or wrong X-Sim-Control key");
     }
-    let q: std::collections::BTreeMap<String, String> =
-        form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let q: std::collections::BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     let since: u64 = q.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
     let body: Value = if body.is_empty() {
         Value::Null
@@ -46,7 +50,11 @@ pub(crate) fn handle(
             Err(e) => return err(400, format!("body is not JSON: {e}")),
         }
     };
-    let segs: Vec<&str> = path.trim_start_matches("/_sim").split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_start_matches("/_sim")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     if segs.as_slice() == ["tls", "rotate"] && method == "POST" {
         return match shared.certs.rotate() {
             Ok(fp) => {
@@ -68,7 +76,14 @@ fn parse<T: for<'de> Deserialize<'de>>(v: Value) -> Result<T, (u16, Vec<u8>)> {
     serde_json::from_value(v).map_err(|e| err(400, format!("bad request body: {e}")))
 }
 
-fn route(w: &mut World, shared: &Shared, method: &str, segs: &[&str], since: u64, body: Value) -> (u16, Vec<u8>) {
+fn route(
+    w: &mut World,
+    shared: &Shared,
+    method: &str,
+    segs: &[&str],
+    since: u64,
+    body: Value,
+) -> (u16, Vec<u8>) {
     macro_rules! body {
         ($t:ty) => {
             match parse::<$t>(body) {
@@ -83,8 +98,18 @@ fn route(w: &mut World, shared: &Shared, method: &str, segs: &[&str], since: u64
             "leaf_pem": shared.certs.leaf_pem(), "now": w.clock.now(),
             "nodes": w.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>(),
         })),
-        ("GET", ["requests"]) => ok(json!(w.requests.iter().filter(|r| r.seq > since).collect::<Vec<_>>())),
-        ("GET", ["events"]) => ok(json!(w.events.iter().filter(|e| e.seq > since).collect::<Vec<_>>())),
+        ("GET", ["requests"]) => ok(json!(
+            w.requests
+                .iter()
+                .filter(|r| r.seq > since)
+                .collect::<Vec<_>>()
+        )),
+        ("GET", ["events"]) => ok(json!(
+            w.events
+                .iter()
+                .filter(|e| e.seq > since)
+                .collect::<Vec<_>>()
+        )),
         ("GET", ["state"]) => ok(state_json(w)),
         ("POST", ["migrate"]) => {
             #[derive(Deserialize)]
@@ -219,7 +244,10 @@ fn route(w: &mut World, shared: &Shared, method: &str, segs: &[&str], since: u64
                 Err(e) => err(400, e),
             }
         }
-        _ => err(404, format!("no control endpoint {method} /_sim/{}", segs.join("/"))),
+        _ => err(
+            404,
+            format!("no control endpoint {method} /_sim/{}", segs.join("/")),
+        ),
     }
 }
 

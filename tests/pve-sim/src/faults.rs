@@ -44,15 +44,15 @@ pub struct Fault {
 
 impl Fault {
     pub fn matches(&self, method: &str, path: &str, template: Option<&str>) -> bool {
-        if let Some(c) = self.spec.count {
-            if self.hits >= c {
-                return false;
-            }
+        if let Some(c) = self.spec.count
+            && self.hits >= c
+        {
+            return false;
         }
-        if let Some(m) = &self.spec.method {
-            if !m.eq_ignore_ascii_case(method) {
-                return false;
-            }
+        if let Some(m) = &self.spec.method
+            && !m.eq_ignore_ascii_case(method)
+        {
+            return false;
         }
         match &self.spec.path {
             None => true,
@@ -65,8 +65,15 @@ impl Fault {
 }
 
 /// Picks the first matching fault (in insertion order) and counts the hit.
-pub fn take(faults: &mut [Fault], method: &str, path: &str, template: Option<&str>) -> Option<FaultKind> {
-    let f = faults.iter_mut().find(|f| f.matches(method, path, template))?;
+pub fn take(
+    faults: &mut [Fault],
+    method: &str,
+    path: &str,
+    template: Option<&str>,
+) -> Option<FaultKind> {
+    let f = faults
+        .iter_mut()
+        .find(|f| f.matches(method, path, template))?;
     f.hits += 1;
     Some(f.spec.kind.clone())
 }

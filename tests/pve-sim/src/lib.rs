@@ -65,9 +65,15 @@ impl Sim {
         names.extend(world.nodes.iter().map(|n| n.name.clone()));
         let certs = Arc::new(tls::CertStore::generate(names)?);
         world.fingerprint = certs.fingerprint();
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("bind {listen}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("bind {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let control_key = scenario.settings.control_key.clone().unwrap_or_else(random_key);
+        let control_key = scenario
+            .settings
+            .control_key
+            .clone()
+            .unwrap_or_else(random_key);
         let shared = Arc::new(Shared {
             world: Mutex::new(world),
             certs,
@@ -167,7 +173,11 @@ impl Sim {
     }
 
     /// Waits until an event matching `pred` exists (checking ones already logged), or `timeout`.
-    pub async fn wait_event(&self, timeout: Duration, pred: impl Fn(&SimEvent) -> bool) -> Option<SimEvent> {
+    pub async fn wait_event(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&SimEvent) -> bool,
+    ) -> Option<SimEvent> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.shared.events.notified();

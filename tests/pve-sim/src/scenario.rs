@@ -322,7 +322,11 @@ fn d_rollback() -> f64 {
 
 impl Default for SnapshotTiming {
     fn default() -> Self {
-        SnapshotTiming { create: d_snap(), delete: d_snapdel(), rollback: d_rollback() }
+        SnapshotTiming {
+            create: d_snap(),
+            delete: d_snapdel(),
+            rollback: d_rollback(),
+        }
     }
 }
 

@@ -52,13 +52,17 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let fd = tcp.as_raw_fd();
-            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
             else {
                 return;
             };
             let (idle_ms, max_req) = {
                 let w = shared.world.lock().expect("world lock");
-                (w.settings.keepalive_idle_ms, w.settings.keepalive_max_requests)
+                (
+                    w.settings.keepalive_idle_ms,
+                    w.settings.keepalive_max_requests,
+                )
             };
             let conn = Arc::new(ConnState {
                 in_flight: AtomicU32::new(0),
@@ -67,7 +71,12 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 kill: Notify::new(),
                 fd,
             });
-            let io = IdleIo { inner: tls, conn: conn.clone(), idle: Duration::from_millis(idle_ms), timer: None };
+            let io = IdleIo {
+                inner: tls,
+                conn: conn.clone(),
+                idle: Duration::from_millis(idle_ms),
+                timer: None,
+            };
             let svc_conn = conn.clone();
             let svc_shared = shared.clone();
             let service = hyper::service::service_fn(move |req| {
@@ -100,7 +109,12 @@ impl Drop for InFlight {
     }
 }
 
-async fn handle(shared: Arc<Shared>, conn: Arc<ConnState>, req: Request<Incoming>, max_req: u32) -> Response<Full<Bytes>> {
+async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnState>,
+    req: Request<Incoming>,
+    max_req: u32,
+) -> Response<Full<Bytes>> {
     conn.in_flight.fetch_add(1, Ordering::SeqCst);
     let _guard = InFlight(conn.clone());
     let served = conn.served.fetch_add(1, Ordering::SeqCst) + 1;
@@ -118,7 +132,13 @@ async fn handle(shared: Arc<Shared>, conn: Arc<ConnState>, req: Request<Incoming
     };
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     if path.starts_with("/_sim/") || path == "/_sim" {
         let (status, body) = crate::control::handle(
             &shared,
@@ -181,17 +201,38 @@ fn plain(status: u16, reason: &str, close: bool) -> Response<Full<Bytes>> {
     json_response(status, Some(reason), Vec::new(), close)
 }
 
-pub(crate) fn json_response(status: u16, reason: Option<&str>, body: Vec<u8>, close: bool) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(
+    status: u16,
+    reason: Option<&str>,
+    body: Vec<u8>,
+    close: bool,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json;charset=UTF-8"));
-    h.insert(http::header::SERVER, http::HeaderValue::from_static("pve-api-daemon/3.0"));
-    h.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("max-age=0"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    h.insert(
+        http::header::SERVER,
+        http::HeaderValue::from_static("pve-api-daemon/3.0"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("max-age=0"),
+    );
     if close {
-        h.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        h.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
     } else {
-        h.insert(http::header::CONNECTION, http::HeaderValue::from_static("Keep-Alive"));
+        h.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("Keep-Alive"),
+        );
     }
     if let Some(r) = reason {
         // The reason phrase is the message's first line (§6); hyper writes it verbatim.
@@ -213,7 +254,11 @@ struct IdleIo<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
@@ -234,8 +279,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                     return Poll::Ready(Ok(()));
                 }
                 let idle = self.idle;
-                let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                timer.as_mut().reset(tokio::time::Instant::from_std(deadline));
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(deadline));
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Ok(()));
                 }
@@ -246,7 +295,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             *self.conn.last_activity.lock().expect("activity lock") = Instant::now();
@@ -260,4 +313,3 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
-

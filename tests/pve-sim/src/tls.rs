@@ -31,29 +31,47 @@ struct Leaf {
 
 impl std::fmt::Debug for CertStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertStore").field("fingerprint", &self.fingerprint()).finish()
+        f.debug_struct("CertStore")
+            .field("fingerprint", &self.fingerprint())
+            .finish()
     }
 }
 
 pub fn format_fingerprint(der: &[u8]) -> String {
     let d = Sha256::digest(der);
-    d.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    d.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl CertStore {
     /// `names`: DNS names and IP addresses for the leaf's SAN (node names, localhost, 127.0.0.1).
     pub fn generate(names: Vec<String>) -> Result<CertStore, String> {
         let ca_key = KeyPair::generate().map_err(|e| e.to_string())?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        let mut ca_params =
+            CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "Proxmox Virtual Environment");
-        ca_params.distinguished_name.push(DnType::OrganizationalUnitName, "pve-sim");
-        ca_params.distinguished_name.push(DnType::OrganizationName, "PVE Cluster Manager CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Proxmox Virtual Environment");
+        ca_params
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, "pve-sim");
+        ca_params
+            .distinguished_name
+            .push(DnType::OrganizationName, "PVE Cluster Manager CA");
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_cert = ca_params.self_signed(&ca_key).map_err(|e| e.to_string())?;
         let ca_pem = ca_cert.pem();
         let leaf = make_leaf(&ca_params, &ca_key, &names)?;
-        Ok(CertStore { ca_key, ca_params, ca_pem, names, current: RwLock::new(leaf) })
+        Ok(CertStore {
+            ca_key,
+            ca_params,
+            ca_pem,
+            names,
+            current: RwLock::new(leaf),
+        })
     }
 
     pub fn fingerprint(&self) -> String {
@@ -77,11 +95,20 @@ impl CertStore {
     }
 }
 
-fn make_leaf(ca_params: &CertificateParams, ca_key: &KeyPair, names: &[String]) -> Result<Leaf, String> {
+fn make_leaf(
+    ca_params: &CertificateParams,
+    ca_key: &KeyPair,
+    names: &[String],
+) -> Result<Leaf, String> {
     let key = KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params = CertificateParams::new(names.to_vec()).map_err(|e| e.to_string())?;
-    params.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
-    params.distinguished_name.push(DnType::OrganizationName, "PVE Cluster Node");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "PVE Cluster Node");
     params.use_authority_key_identifier_extension = true;
     let issuer = Issuer::from_params(ca_params, ca_key);
     let cert = params.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
@@ -89,7 +116,11 @@ fn make_leaf(ca_params: &CertificateParams, ca_key: &KeyPair, names: &[String]) 
     let fingerprint = format_fingerprint(&der);
     let pkey = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signer = any_supported_type(&pkey).map_err(|e| e.to_string())?;
-    Ok(Leaf { key: Arc::new(CertifiedKey::new(vec![der], signer)), pem: cert.pem(), fingerprint })
+    Ok(Leaf {
+        key: Arc::new(CertifiedKey::new(vec![der], signer)),
+        pem: cert.pem(),
+        fingerprint,
+    })
 }
 
 impl ResolvesServerCert for CertStore {

@@ -12,7 +12,9 @@ use serde::Serialize;
 use crate::clock::Clock;
 use crate::prune::PruneOptions;
 use crate::rbac::Rbac;
-use crate::scenario::{GuestKind, Scenario, Settings, SnapshotTiming, StorageKind, VzdumpBehaviour};
+use crate::scenario::{
+    GuestKind, Scenario, Settings, SnapshotTiming, StorageKind, VzdumpBehaviour,
+};
 use crate::upid::Upid;
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,7 +63,9 @@ impl Guest {
     }
     /// The agent is enabled when the `agent` option's first (or `enabled=`) value is 1.
     pub fn agent_enabled(&self) -> bool {
-        let Some(a) = self.config.get("agent") else { return false };
+        let Some(a) = self.config.get("agent") else {
+            return false;
+        };
         a.split(',').any(|p| p == "1" || p == "enabled=1")
     }
 }
@@ -100,7 +104,9 @@ pub struct Storage {
 
 impl Storage {
     pub fn on_node(&self, node: &str) -> bool {
-        self.nodes.as_ref().is_none_or(|n| n.iter().any(|x| x == node))
+        self.nodes
+            .as_ref()
+            .is_none_or(|n| n.iter().any(|x| x == node))
     }
 }
 
@@ -198,8 +204,14 @@ impl World {
         if sc.nodes.is_empty() {
             return Err("scenario: at least one node is required".into());
         }
-        let nodes: Vec<Node> =
-            sc.nodes.iter().map(|n| Node { name: n.name.clone(), online: n.online }).collect();
+        let nodes: Vec<Node> = sc
+            .nodes
+            .iter()
+            .map(|n| Node {
+                name: n.name.clone(),
+                online: n.online,
+            })
+            .collect();
         let known_node = |n: &str| nodes.iter().any(|x| x.name == n);
         let mut guests = BTreeMap::new();
         for g in &sc.guests {
@@ -213,15 +225,24 @@ impl World {
                 return Err(format!("guest {}: duplicate vmid", g.vmid));
             }
             if g.status != "running" && g.status != "stopped" {
-                return Err(format!("guest {}: status must be running or stopped", g.vmid));
+                return Err(format!(
+                    "guest {}: status must be running or stopped",
+                    g.vmid
+                ));
             }
             let name = g.name.clone().unwrap_or_else(|| match g.kind {
                 GuestKind::Qemu => format!("VM{}", g.vmid),
                 GuestKind::Lxc => format!("CT{}", g.vmid),
             });
             let mut config = g.config.clone();
-            let name_key = if g.kind == GuestKind::Qemu { "name" } else { "hostname" };
-            config.entry(name_key.into()).or_insert_with(|| name.clone());
+            let name_key = if g.kind == GuestKind::Qemu {
+                "name"
+            } else {
+                "hostname"
+            };
+            config
+                .entry(name_key.into())
+                .or_insert_with(|| name.clone());
             let snapshots: Vec<Snapshot> = g
                 .snapshots
                 .iter()
@@ -235,7 +256,10 @@ impl World {
                     disk_gone: false,
                 })
                 .collect();
-            let parent = snapshots.iter().max_by_key(|s| s.snaptime).map(|s| s.name.clone());
+            let parent = snapshots
+                .iter()
+                .max_by_key(|s| s.snaptime)
+                .map(|s| s.name.clone());
             guests.insert(
                 g.vmid,
                 Guest {
@@ -259,7 +283,8 @@ impl World {
         for s in &sc.storages {
             let prune = match &s.prune_backups {
                 Some(p) => Some(
-                    PruneOptions::parse(p).map_err(|e| format!("storage {}: prune-backups: {e}", s.id))?,
+                    PruneOptions::parse(p)
+                        .map_err(|e| format!("storage {}: prune-backups: {e}", s.id))?,
                 ),
                 None => None,
             };
@@ -277,7 +302,15 @@ impl World {
                 volumes: Vec::new(),
             };
             for b in &s.backups {
-                let vol = make_volume(&st, b.kind, b.vmid, b.ctime, b.size, &tz, b.volname.as_deref());
+                let vol = make_volume(
+                    &st,
+                    b.kind,
+                    b.vmid,
+                    b.ctime,
+                    b.size,
+                    &tz,
+                    b.volname.as_deref(),
+                );
                 let mut vol = vol;
                 vol.protected = b.protected;
                 vol.notes = b.notes.clone();
@@ -314,7 +347,13 @@ impl World {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    pub fn event(&mut self, kind: &str, vmid: Option<u32>, upid: Option<&str>, detail: impl Into<String>) {
+    pub fn event(
+        &mut self,
+        kind: &str,
+        vmid: Option<u32>,
+        upid: Option<&str>,
+        detail: impl Into<String>,
+    ) {
         let seq = self.events.len() as u64 + 1;
         self.events.push(SimEvent {
             seq,
@@ -461,9 +500,10 @@ impl World {
             if let Some(limit) = self.tasks[i].lock_wait {
                 let node = self.tasks[i].parsed.node.clone();
                 let holder = self.vzdump_lock.get(&node).cloned();
-                let first_waiter = self.tasks.iter().position(|t| {
-                    t.running() && t.lock_wait.is_some() && t.parsed.node == node
-                });
+                let first_waiter = self
+                    .tasks
+                    .iter()
+                    .position(|t| t.running() && t.lock_wait.is_some() && t.parsed.node == node);
                 if holder.is_none() && first_waiter == Some(i) {
                     self.vzdump_lock.insert(node, upid.clone());
                     let t = &mut self.tasks[i];
@@ -473,10 +513,17 @@ impl World {
                     if t.waiting_logged {
                         t.log.push("INFO: got global lock".into());
                     }
-                    self.event("vzdump-lock-acquired", self.tasks[i].vmid, Some(&upid), format!("{waited:.1}"));
+                    self.event(
+                        "vzdump-lock-acquired",
+                        self.tasks[i].vmid,
+                        Some(&upid),
+                        format!("{waited:.1}"),
+                    );
                 } else if self.tasks[i].elapsed >= limit {
                     if limit > 0.0 && !self.tasks[i].waiting_logged {
-                        self.tasks[i].log.push("INFO: trying to get global lock - waiting...".into());
+                        self.tasks[i]
+                            .log
+                            .push("INFO: trying to get global lock - waiting...".into());
                     }
                     let msg = if limit <= 0.0 {
                         "ERROR: can't acquire lock '/var/run/vzdump.lock' (wait = 0)".to_string()
@@ -490,7 +537,9 @@ impl World {
                 } else {
                     if !self.tasks[i].waiting_logged {
                         self.tasks[i].waiting_logged = true;
-                        self.tasks[i].log.push("INFO: trying to get global lock - waiting...".into());
+                        self.tasks[i]
+                            .log
+                            .push("INFO: trying to get global lock - waiting...".into());
                         self.event("vzdump-lock-wait", self.tasks[i].vmid, Some(&upid), "");
                     }
                     return;
@@ -525,7 +574,10 @@ impl World {
         if self.node(target).is_none() {
             return Err(format!("no such node '{target}'"));
         }
-        let g = self.guests.get_mut(&vmid).ok_or_else(|| format!("no such guest {vmid}"))?;
+        let g = self
+            .guests
+            .get_mut(&vmid)
+            .ok_or_else(|| format!("no such guest {vmid}"))?;
         let from = std::mem::replace(&mut g.node, target.to_string());
         g.digest += 1;
         self.event("migrated", Some(vmid), None, format!("{from} -> {target}"));
@@ -551,7 +603,10 @@ pub fn make_volume(
         },
     };
     let info = crate::prune::parse_volname(&volname, tz);
-    let format = info.as_ref().map(|i| i.format.clone()).unwrap_or_else(|| "vma.zst".into());
+    let format = info
+        .as_ref()
+        .map(|i| i.format.clone())
+        .unwrap_or_else(|| "vma.zst".into());
     let std_name = custom_volname.is_none() && info.as_ref().is_some_and(|i| i.std_name);
     Volume {
         volid: format!("{}:{volname}", st.id),

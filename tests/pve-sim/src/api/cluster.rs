@@ -74,7 +74,12 @@ pub fn resources(w: &mut World, c: &Ctx) -> HResult {
     }
     if ty.is_none() || ty == Some("storage") {
         for s in w.storages.values() {
-            if !c.has(w, &format!("/storage/{}", s.id), &["Datastore.Audit"], false) {
+            if !c.has(
+                w,
+                &format!("/storage/{}", s.id),
+                &["Datastore.Audit"],
+                false,
+            ) {
                 continue;
             }
             for n in w.nodes.iter().filter(|n| s.on_node(&n.name)) {
@@ -93,19 +98,31 @@ pub fn resources(w: &mut World, c: &Ctx) -> HResult {
 
 pub fn permissions(w: &mut World, c: &Ctx) -> HResult {
     let me = c.auth.full();
-    let target = c.str("userid").map(str::to_string).unwrap_or_else(|| me.clone());
+    let target = c
+        .str("userid")
+        .map(str::to_string)
+        .unwrap_or_else(|| me.clone());
     let own_token = c.auth.token.is_none() && target.starts_with(&format!("{}!", c.auth.user));
     if target != me && !own_token && !c.has(w, "/access", &["Sys.Audit"], false) {
         return Err(ApiErr::forbidden("/access", &["Sys.Audit"]));
     }
-    let who = super::parse_authid(&target).ok_or_else(|| ApiErr::param("userid", "invalid format"))?;
+    let who =
+        super::parse_authid(&target).ok_or_else(|| ApiErr::param("userid", "invalid format"))?;
     let to_json = |m: &std::collections::BTreeMap<String, bool>| {
-        let o: serde_json::Map<String, Value> = m.iter().map(|(k, v)| (k.clone(), json!(*v as u8))).collect();
+        let o: serde_json::Map<String, Value> = m
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(*v as u8)))
+            .collect();
         Value::Object(o)
     };
     let out: serde_json::Map<String, Value> = match c.str("path") {
         Some(p) => std::iter::once((p.to_string(), to_json(&w.rbac.privileges(&who, p)))).collect(),
-        None => w.rbac.permissions_tree(&who).iter().map(|(p, m)| (p.clone(), to_json(m))).collect(),
+        None => w
+            .rbac
+            .permissions_tree(&who)
+            .iter()
+            .map(|(p, m)| (p.clone(), to_json(m)))
+            .collect(),
     };
     Reply::data(Value::Object(out))
 }

@@ -9,7 +9,11 @@ use crate::scenario::GuestKind;
 use crate::world::{Guest, World};
 
 pub fn kind_of(template: &str) -> GuestKind {
-    if template.contains("/lxc") { GuestKind::Lxc } else { GuestKind::Qemu }
+    if template.contains("/lxc") {
+        GuestKind::Lxc
+    } else {
+        GuestKind::Qemu
+    }
 }
 
 /// The guest `{vmid}` of `kind` on `{node}`, or PVE's error for a missing config file.
@@ -55,7 +59,11 @@ pub fn status(w: &mut World, c: &Ctx, t: &str) -> HResult {
     });
     match g.kind {
         GuestKind::Qemu => {
-            let qmp = if g.lock.as_deref() == Some("suspended") { "suspended" } else { g.status.as_str() };
+            let qmp = if g.lock.as_deref() == Some("suspended") {
+                "suspended"
+            } else {
+                g.status.as_str()
+            };
             e["qmpstatus"] = json!(qmp);
             if g.agent_enabled() {
                 e["agent"] = json!(1);
@@ -85,7 +93,10 @@ pub fn config(w: &mut World, c: &Ctx, t: &str) -> HResult {
     let g = on_node(w, c, kind_of(t))?;
     let mut m = serde_json::Map::new();
     for (k, v) in &g.config {
-        let val = v.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(v.clone()));
+        let val = v
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(v.clone()));
         m.insert(k.clone(), val);
     }
     if let Some(l) = &g.lock {
@@ -97,6 +108,12 @@ pub fn config(w: &mut World, c: &Ctx, t: &str) -> HResult {
     if g.template {
         m.insert("template".into(), json!(1));
     }
-    m.insert("digest".into(), json!(format!("{:040x}", g.digest.wrapping_mul(0x9E37_79B9_7F4A_7C15))));
+    m.insert(
+        "digest".into(),
+        json!(format!(
+            "{:040x}",
+            g.digest.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        )),
+    );
     Reply::data(Value::Object(m))
 }

@@ -60,14 +60,21 @@ pub struct ApiErr {
 
 impl ApiErr {
     pub fn new(status: u16, message: impl Into<String>) -> ApiErr {
-        ApiErr { status, message: message.into(), errors: None }
+        ApiErr {
+            status,
+            message: message.into(),
+            errors: None,
+        }
     }
     /// `die` in a handler: 500 with the message.
     pub fn internal(message: impl Into<String>) -> ApiErr {
         ApiErr::new(500, message)
     }
     pub fn forbidden(path: &str, privs: &[&str]) -> ApiErr {
-        ApiErr::new(403, format!("Permission check failed ({path}, {})", privs.join("|")))
+        ApiErr::new(
+            403,
+            format!("Permission check failed ({path}, {})", privs.join("|")),
+        )
     }
     pub fn forbidden_plain(detail: &str) -> ApiErr {
         ApiErr::new(403, format!("Permission check failed ({detail})"))
@@ -78,7 +85,11 @@ impl ApiErr {
         ApiErr::params(e)
     }
     pub fn params(errors: BTreeMap<String, String>) -> ApiErr {
-        ApiErr { status: 400, message: "Parameter verification failed.".into(), errors: Some(errors) }
+        ApiErr {
+            status: 400,
+            message: "Parameter verification failed.".into(),
+            errors: Some(errors),
+        }
     }
     pub fn config_missing(kind: crate::scenario::GuestKind, node: &str, vmid: u32) -> ApiErr {
         ApiErr::internal(format!(
@@ -101,7 +112,10 @@ impl Ctx {
         self.params.get(k).and_then(Value::as_str)
     }
     pub fn int(&self, k: &str) -> Option<i64> {
-        self.params.get(k).and_then(|v| v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+        self.params.get(k).and_then(|v| {
+            v.as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        })
     }
     pub fn bool(&self, k: &str) -> Option<bool> {
         self.params.get(k).and_then(|v| match v {
@@ -129,7 +143,9 @@ pub fn take_fault(w: &mut World, req: &ApiRequest) -> Option<FaultKind> {
         return None;
     }
     let path = api_path(&req.raw_path);
-    let template = schema::pve9().lookup(&req.method, &path).map(|r| r.op.template.clone());
+    let template = schema::pve9()
+        .lookup(&req.method, &path)
+        .map(|r| r.op.template.clone());
     let kind = crate::faults::take(&mut w.faults, &req.method, &path, template.as_deref())?;
     let status = match &kind {
         FaultKind::Status { code, .. } => *code,
@@ -154,7 +170,9 @@ pub fn take_fault(w: &mut World, req: &ApiRequest) -> Option<FaultKind> {
 /// The path below `/api2/json`, percent-decoded as pveproxy does before matching handlers.
 fn api_path(raw: &str) -> String {
     let rel = raw.strip_prefix("/api2/json").unwrap_or(raw);
-    percent_encoding::percent_decode_str(rel).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(rel)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 pub fn handle(w: &mut World, req: &ApiRequest) -> ApiResponse {
@@ -185,16 +203,25 @@ enum Outcome {
 
 fn pipeline(w: &mut World, req: &ApiRequest, path: &str, rec: &mut RequestRecord) -> Outcome {
     if !req.raw_path.starts_with("/api2/json/") {
-        return Outcome::Err(ApiErr::new(501, format!("Method '{} {}' not implemented", req.method, req.raw_path)));
+        return Outcome::Err(ApiErr::new(
+            501,
+            format!("Method '{} {}' not implemented", req.method, req.raw_path),
+        ));
     }
     if req.chunked {
         return Outcome::Err(ApiErr::new(501, "chunked transfer encoding not supported"));
     }
     if (req.method == "GET" || req.method == "DELETE") && !req.body.is_empty() {
-        return Outcome::Err(ApiErr::new(501, format!("Unexpected content for method '{}'", req.method)));
+        return Outcome::Err(ApiErr::new(
+            501,
+            format!("Unexpected content for method '{}'", req.method),
+        ));
     }
     let Some(route) = schema::pve9().lookup(&req.method, path) else {
-        return Outcome::Err(ApiErr::new(501, format!("Method '{} {}' not implemented", req.method, path)));
+        return Outcome::Err(ApiErr::new(
+            501,
+            format!("Method '{} {}' not implemented", req.method, path),
+        ));
     };
     let op = route.op;
     rec.template = Some(op.template.clone());
@@ -206,7 +233,10 @@ fn pipeline(w: &mut World, req: &ApiRequest, path: &str, rec: &mut RequestRecord
     for (k, v) in &params {
         rec.params.insert(k.clone(), value_string(v));
     }
-    let auth = match w.rbac.authenticate(req.authorization.as_deref(), w.clock.epoch()) {
+    let auth = match w
+        .rbac
+        .authenticate(req.authorization.as_deref(), w.clock.epoch())
+    {
         Ok(a) => a,
         Err(AuthError::NoTicket) => return Outcome::Unauthorized("No ticket"),
         Err(AuthError::Failed) => return Outcome::Unauthorized("Authentication failed!"),
@@ -215,13 +245,21 @@ fn pipeline(w: &mut World, req: &ApiRequest, path: &str, rec: &mut RequestRecord
     if auth.token.is_some() && !op.allowtoken {
         return Outcome::Err(ApiErr::new(
             403,
-            format!("Permission check failed (URI '{path}' not available with API token, need proper ticket.\n)"),
+            format!(
+                "Permission check failed (URI '{path}' not available with API token, need proper ticket.\n)"
+            ),
         ));
     }
-    if !crate::routes::ROUTES.iter().any(|(m, t)| *m == op.method && *t == op.template) {
+    if !crate::routes::ROUTES
+        .iter()
+        .any(|(m, t)| *m == op.method && *t == op.template)
+    {
         return Outcome::Err(ApiErr::new(
             501,
-            format!("Method '{} {}' not implemented (not simulated by pve-sim)", req.method, path),
+            format!(
+                "Method '{} {}' not implemented (not simulated by pve-sim)",
+                req.method, path
+            ),
         ));
     }
     // Permission check from the schema, before anything looks at whether the object exists.
@@ -258,10 +296,13 @@ fn pipeline(w: &mut World, req: &ApiRequest, path: &str, rec: &mut RequestRecord
     // Validation against the schema (URI parameters included).
     let mut all: BTreeMap<String, Value> = params;
     for (k, v) in &route.uri_params {
-        if let Some(prev) = all.get(k) {
-            if value_string(prev) != *v {
-                return Outcome::Err(ApiErr::param(k, "duplicate parameter (already defined in URI) with conflicting values!"));
-            }
+        if let Some(prev) = all.get(k)
+            && value_string(prev) != *v
+        {
+            return Outcome::Err(ApiErr::param(
+                k,
+                "duplicate parameter (already defined in URI) with conflicting values!",
+            ));
         }
         all.insert(k.clone(), Value::String(v.clone()));
     }
@@ -269,7 +310,12 @@ fn pipeline(w: &mut World, req: &ApiRequest, path: &str, rec: &mut RequestRecord
         Ok(t) => t,
         Err(errors) => return Outcome::Err(ApiErr::params(errors)),
     };
-    let ctx = Ctx { auth, node, uri: route.uri_params.clone(), params: typed };
+    let ctx = Ctx {
+        auth,
+        node,
+        uri: route.uri_params.clone(),
+        params: typed,
+    };
     match dispatch(w, &op.method, &op.template, &ctx) {
         Ok(r) => Outcome::Ok(r),
         Err(e) => Outcome::Err(e),
@@ -304,10 +350,15 @@ fn dispatch(w: &mut World, method: &str, template: &str, c: &Ctx) -> HResult {
         ("GET", "/nodes/{node}/storage/{storage}/content") => storage::content(w, c),
         ("GET", "/nodes/{node}/storage/{storage}/content/{volume}") => storage::volume_info(w, c),
         ("PUT", "/nodes/{node}/storage/{storage}/content/{volume}") => storage::volume_update(w, c),
-        ("DELETE", "/nodes/{node}/storage/{storage}/content/{volume}") => storage::volume_delete(w, c),
+        ("DELETE", "/nodes/{node}/storage/{storage}/content/{volume}") => {
+            storage::volume_delete(w, c)
+        }
         ("GET", "/nodes/{node}/storage/{storage}/prunebackups") => storage::prune_dry_run(w, c),
         ("DELETE", "/nodes/{node}/storage/{storage}/prunebackups") => storage::prune(w, c),
-        _ => Err(ApiErr::new(501, format!("Method '{method} {template}' not implemented (not simulated by pve-sim)"))),
+        _ => Err(ApiErr::new(
+            501,
+            format!("Method '{method} {template}' not implemented (not simulated by pve-sim)"),
+        )),
     }
 }
 
@@ -318,7 +369,10 @@ fn collect_params(req: &ApiRequest) -> Result<(BTreeMap<String, Value>, bool), A
     }
     let mut from_form = true;
     if !req.body.is_empty() {
-        let is_json = req.content_type.as_deref().is_some_and(|c| c.starts_with("application/json"));
+        let is_json = req
+            .content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/json"));
         let body: Vec<(String, Value)> = if is_json {
             from_form = false;
             match serde_json::from_slice::<Value>(&req.body) {
@@ -331,10 +385,13 @@ fn collect_params(req: &ApiRequest) -> Result<(BTreeMap<String, Value>, bool), A
                 .collect()
         };
         for (k, v) in body {
-            if let Some(prev) = params.get(&k) {
-                if value_string(prev) != value_string(&v) {
-                    return Err(ApiErr::param(&k, "different values in URI and body"));
-                }
+            if let Some(prev) = params.get(&k)
+                && value_string(prev) != value_string(&v)
+            {
+                return Err(ApiErr::param(
+                    &k,
+                    "duplicate parameter (already defined in URI) with conflicting values!",
+                ));
             }
             params.insert(k, v);
         }
@@ -353,7 +410,10 @@ pub fn parse_authid(s: &str) -> Option<AuthId> {
     if name.is_empty() || realm.is_empty() {
         return None;
     }
-    Some(AuthId { user: user.to_string(), token })
+    Some(AuthId {
+        user: user.to_string(),
+        token,
+    })
 }
 
 pub fn value_string(v: &Value) -> String {
@@ -371,7 +431,12 @@ fn render(w: &World, out: Outcome) -> ApiResponse {
             if let Some(t) = r.total.filter(|t| *t > 0) {
                 body["total"] = json!(t);
             }
-            ApiResponse { status: 200, reason: None, body: body.to_string().into_bytes(), delay_ms: 0 }
+            ApiResponse {
+                status: 200,
+                reason: None,
+                body: body.to_string().into_bytes(),
+                delay_ms: 0,
+            }
         }
         Outcome::Unauthorized(msg) => ApiResponse {
             status: 401,
@@ -387,7 +452,12 @@ fn render(w: &World, out: Outcome) -> ApiResponse {
             if let Some(errs) = &e.errors {
                 body["errors"] = json!(errs);
             }
-            ApiResponse { status: e.status, reason: Some(e.message), body: body.to_string().into_bytes(), delay_ms: 0 }
+            ApiResponse {
+                status: e.status,
+                reason: Some(e.message),
+                body: body.to_string().into_bytes(),
+                delay_ms: 0,
+            }
         }
     }
 }

@@ -13,7 +13,9 @@ use crate::scenario::GuestKind;
 use crate::world::{Snapshot, StepFn, StepResult, World};
 
 fn hash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 pub fn list(w: &mut World, c: &Ctx, t: &str) -> HResult {
@@ -24,7 +26,8 @@ pub fn list(w: &mut World, c: &Ctx, t: &str) -> HResult {
     let mut out: Vec<Value> = snaps
         .iter()
         .map(|s| {
-            let mut e = json!({"name": s.name, "description": s.description, "snaptime": s.snaptime});
+            let mut e =
+                json!({"name": s.name, "description": s.description, "snaptime": s.snaptime});
             if let Some(p) = &s.parent {
                 e["parent"] = json!(p);
             }
@@ -55,7 +58,9 @@ fn wtype(kind: GuestKind, what: &str) -> String {
 
 fn locked(w: &World, vmid: u32) -> Option<String> {
     let g = w.guests.get(&vmid)?;
-    g.lock.as_ref().map(|l| format!("{} is locked ({l})", g.kind.lock_word()))
+    g.lock
+        .as_ref()
+        .map(|l| format!("{} is locked ({l})", g.kind.lock_word()))
 }
 
 pub fn create(w: &mut World, c: &Ctx, t: &str) -> HResult {
@@ -68,7 +73,9 @@ pub fn create(w: &mut World, c: &Ctx, t: &str) -> HResult {
         GuestKind::Lxc => name == "current" || name == "vzdump",
     };
     if reserved {
-        return Err(ApiErr::internal(format!("unable to use snapshot name '{name}' (reserved name)")));
+        return Err(ApiErr::internal(format!(
+            "unable to use snapshot name '{name}' (reserved name)"
+        )));
     }
     let description = c.str("description").unwrap_or("").to_string();
     let vmstate = c.bool("vmstate").unwrap_or(false);
@@ -104,7 +111,10 @@ pub fn create(w: &mut World, c: &Ctx, t: &str) -> HResult {
             w.log(upid, "issuing guest-agent 'fs-freeze' command");
         }
         match kind {
-            GuestKind::Qemu => w.log(upid, format!("snapshotting 'drive-scsi0' (local-lvm:vm-{vmid}-disk-0)")),
+            GuestKind::Qemu => w.log(
+                upid,
+                format!("snapshotting 'drive-scsi0' (local-lvm:vm-{vmid}-disk-0)"),
+            ),
             GuestKind::Lxc => w.log(upid, format!("create storage snapshot '{n1}'")),
         }
         if freeze {
@@ -124,7 +134,14 @@ pub fn create(w: &mut World, c: &Ctx, t: &str) -> HResult {
         }
         StepResult::Finish("OK".into())
     });
-    let upid = w.spawn_task(c.node(), &wtype(kind, "snapshot"), &vmid.to_string(), &c.auth.full(), Some(vmid), vec![(0.0, start), (dur, end)]);
+    let upid = w.spawn_task(
+        c.node(),
+        &wtype(kind, "snapshot"),
+        &vmid.to_string(),
+        &c.auth.full(),
+        Some(vmid),
+        vec![(0.0, start), (dur, end)],
+    );
     Reply::data(json!(upid))
 }
 
@@ -150,17 +167,26 @@ pub fn delete(w: &mut World, c: &Ctx, t: &str) -> HResult {
             return StepResult::Finish("you can't delete a snapshot if vm is a template".into());
         }
         g.lock = Some("snapshot-delete".into());
-        let s = g.snapshots.iter_mut().find(|s| s.name == n1).expect("checked");
+        let s = g
+            .snapshots
+            .iter_mut()
+            .find(|s| s.name == n1)
+            .expect("checked");
         s.snapstate = Some("delete".into());
         let _ = upid;
         StepResult::Continue
     });
     let n2 = name.clone();
     let disks: StepFn = Box::new(move |w: &mut World, upid: &str| {
-        let Some(g) = w.guests.get_mut(&vmid) else { return StepResult::Continue };
-        let Some(s) = g.snapshots.iter_mut().find(|s| s.name == n2) else { return StepResult::Continue };
+        let Some(g) = w.guests.get_mut(&vmid) else {
+            return StepResult::Continue;
+        };
+        let Some(s) = g.snapshots.iter_mut().find(|s| s.name == n2) else {
+            return StepResult::Continue;
+        };
         if s.disk_gone {
-            let err = format!("volume snapshot '{n2}' of 'local-lvm:vm-{vmid}-disk-0' does not exist");
+            let err =
+                format!("volume snapshot '{n2}' of 'local-lvm:vm-{vmid}-disk-0' does not exist");
             if !force {
                 // die: snapstate=delete and the snapshot-delete lock stay behind.
                 return StepResult::Finish(err);
@@ -173,9 +199,16 @@ pub fn delete(w: &mut World, c: &Ctx, t: &str) -> HResult {
     });
     let n3 = name.clone();
     let end: StepFn = Box::new(move |w: &mut World, upid: &str| {
-        let warned = w.task(upid).map(|t| t.log.iter().filter(|l| l.starts_with("WARN:")).count()).unwrap_or(0);
+        let warned = w
+            .task(upid)
+            .map(|t| t.log.iter().filter(|l| l.starts_with("WARN:")).count())
+            .unwrap_or(0);
         if let Some(g) = w.guests.get_mut(&vmid) {
-            let parent = g.snapshots.iter().find(|s| s.name == n3).and_then(|s| s.parent.clone());
+            let parent = g
+                .snapshots
+                .iter()
+                .find(|s| s.name == n3)
+                .and_then(|s| s.parent.clone());
             g.snapshots.retain(|s| s.name != n3);
             for s in g.snapshots.iter_mut() {
                 if s.parent.as_deref() == Some(n3.as_str()) {
@@ -188,7 +221,11 @@ pub fn delete(w: &mut World, c: &Ctx, t: &str) -> HResult {
             g.lock = None;
             g.digest += 1;
         }
-        StepResult::Finish(if warned > 0 { format!("WARNINGS: {warned}") } else { "OK".into() })
+        StepResult::Finish(if warned > 0 {
+            format!("WARNINGS: {warned}")
+        } else {
+            "OK".into()
+        })
     });
     let upid = w.spawn_task(
         c.node(),
@@ -209,8 +246,11 @@ pub fn get_config(w: &mut World, c: &Ctx, t: &str) -> HResult {
         .iter()
         .find(|s| s.name == name)
         .ok_or_else(|| ApiErr::internal(format!("snapshot '{name}' does not exist")))?;
-    let mut m: serde_json::Map<String, Value> =
-        g.config.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let mut m: serde_json::Map<String, Value> = g
+        .config
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     m.insert("description".into(), json!(s.description));
     m.insert("snaptime".into(), json!(s.snaptime));
     if let Some(p) = &s.parent {
@@ -258,13 +298,20 @@ pub fn rollback(w: &mut World, c: &Ctx, t: &str) -> HResult {
             return StepResult::Finish(format!("snapshot '{n1}' does not exist"));
         };
         if let Some(st) = &s.snapstate {
-            return StepResult::Finish(format!("unable to rollback to incomplete snapshot (snapstate = {st})"));
+            return StepResult::Finish(format!(
+                "unable to rollback to incomplete snapshot (snapstate = {st})"
+            ));
         }
         g.lock = Some("rollback".into());
         let was_running = g.running();
         g.status = "stopped".into();
         if was_running {
-            w.event("guest-shutdown", Some(vmid), Some(upid), "rollback stops the guest");
+            w.event(
+                "guest-shutdown",
+                Some(vmid),
+                Some(upid),
+                "rollback stops the guest",
+            );
         }
         StepResult::Continue
     });
@@ -281,6 +328,13 @@ pub fn rollback(w: &mut World, c: &Ctx, t: &str) -> HResult {
         }
         StepResult::Finish("OK".into())
     });
-    let upid = w.spawn_task(c.node(), &wtype(kind, "rollback"), &vmid.to_string(), &c.auth.full(), Some(vmid), vec![(0.0, start), (dur, end)]);
+    let upid = w.spawn_task(
+        c.node(),
+        &wtype(kind, "rollback"),
+        &vmid.to_string(),
+        &c.auth.full(),
+        Some(vmid),
+        vec![(0.0, start), (dur, end)],
+    );
     Reply::data(json!(upid))
 }

@@ -54,8 +54,18 @@ pub fn list(w: &mut World, c: &Ctx) -> HResult {
         .values()
         .filter(|s| s.on_node(c.node()))
         .filter(|s| c.str("storage").is_none_or(|x| x == s.id))
-        .filter(|s| c.str("content").is_none_or(|ct| s.content.iter().any(|x| x == ct)))
-        .filter(|s| c.has(w, &format!("/storage/{}", s.id), &["Datastore.Audit", "Datastore.AllocateSpace"], true))
+        .filter(|s| {
+            c.str("content")
+                .is_none_or(|ct| s.content.iter().any(|x| x == ct))
+        })
+        .filter(|s| {
+            c.has(
+                w,
+                &format!("/storage/{}", s.id),
+                &["Datastore.Audit", "Datastore.AllocateSpace"],
+                true,
+            )
+        })
         .map(status_entry)
         .collect();
     Reply::data(Value::Array(out))
@@ -103,17 +113,37 @@ pub fn content(w: &mut World, c: &Ctx) -> HResult {
 fn find_volume(w: &World, c: &Ctx) -> Result<(String, Volume), ApiErr> {
     let s = storage(w, c)?;
     let raw = c.uri.get("volume").cloned().unwrap_or_default();
-    let volid = if raw.contains(':') { raw.clone() } else { format!("{}:{raw}", s.id) };
+    let volid = if raw.contains(':') {
+        raw.clone()
+    } else {
+        format!("{}:{raw}", s.id)
+    };
     let (sid, volname) = volid.split_once(':').unwrap_or(("", ""));
     if sid != s.id {
-        return Err(ApiErr::internal(format!("storage ID mismatch ({sid} != {})", s.id)));
+        return Err(ApiErr::internal(format!(
+            "storage ID mismatch ({sid} != {})",
+            s.id
+        )));
     }
     let owner = crate::prune::parse_volname(volname, &w.tz).map(|i| i.vmid);
     let vol = s.volumes.iter().find(|v| v.volid == volid).cloned();
     match (owner, vol) {
-        (Some(o), _) if !can_access(w, c, sid, o) => Err(ApiErr::forbidden(&format!("/storage/{sid}"), &["Datastore.Allocate"])),
-        (None, _) if !c.has(w, &format!("/storage/{sid}"), &["Datastore.Allocate"], false) => {
-            Err(ApiErr::forbidden(&format!("/storage/{sid}"), &["Datastore.Allocate"]))
+        (Some(o), _) if !can_access(w, c, sid, o) => Err(ApiErr::forbidden(
+            &format!("/storage/{sid}"),
+            &["Datastore.Allocate"],
+        )),
+        (None, _)
+            if !c.has(
+                w,
+                &format!("/storage/{sid}"),
+                &["Datastore.Allocate"],
+                false,
+            ) =>
+        {
+            Err(ApiErr::forbidden(
+                &format!("/storage/{sid}"),
+                &["Datastore.Allocate"],
+            ))
         }
         (_, Some(v)) => Ok((sid.to_string(), v)),
         (_, None) => Err(ApiErr::internal(format!("volume '{volid}' does not exist"))),
@@ -135,7 +165,11 @@ pub fn volume_update(w: &mut World, c: &Ctx) -> HResult {
     let notes = c.str("notes").map(str::to_string);
     let protected = c.bool("protected");
     let st = w.storages.get_mut(&sid).expect("found");
-    let vol = st.volumes.iter_mut().find(|x| x.volid == v.volid).expect("found");
+    let vol = st
+        .volumes
+        .iter_mut()
+        .find(|x| x.volid == v.volid)
+        .expect("found");
     if let Some(n) = notes {
         vol.notes = if n.is_empty() { None } else { Some(n) };
     }
@@ -149,12 +183,16 @@ pub fn volume_delete(w: &mut World, c: &Ctx) -> HResult {
     let (sid, v) = find_volume(w, c)?;
     let volid = v.volid.clone();
     let step: StepFn = Box::new(move |w: &mut World, upid: &str| {
-        let Some(st) = w.storages.get_mut(&sid) else { return StepResult::Finish("storage vanished".into()) };
+        let Some(st) = w.storages.get_mut(&sid) else {
+            return StepResult::Finish("storage vanished".into());
+        };
         let Some(pos) = st.volumes.iter().position(|x| x.volid == volid) else {
             return StepResult::Finish(format!("volume '{volid}' does not exist"));
         };
         if st.volumes[pos].protected {
-            return StepResult::Finish(format!("cannot remove protected volume '{volid}' on '{sid}'"));
+            return StepResult::Finish(format!(
+                "cannot remove protected volume '{volid}' on '{sid}'"
+            ));
         }
         let removed = st.volumes.remove(pos);
         st.used = st.used.saturating_sub(removed.size);
@@ -163,7 +201,14 @@ pub fn volume_delete(w: &mut World, c: &Ctx) -> HResult {
     });
     let sid = c.uri.get("storage").cloned().unwrap_or_default();
     let id = format!("{}@{sid}", v.vmid);
-    let upid = w.spawn_task(c.node(), "imgdel", &id, &c.auth.full(), Some(v.vmid), vec![(0.0, step)]);
+    let upid = w.spawn_task(
+        c.node(),
+        "imgdel",
+        &id,
+        &c.auth.full(),
+        Some(v.vmid),
+        vec![(0.0, step)],
+    );
     if c.int("delay").is_some() {
         let t = w.task(&upid).expect("just spawned");
         match t.exitstatus.as_deref() {
@@ -179,15 +224,23 @@ pub fn volume_delete(w: &mut World, c: &Ctx) -> HResult {
 fn prune_options(s: &Storage, c: &Ctx) -> Result<PruneOptions, ApiErr> {
     match c.str("prune-backups") {
         Some(p) => PruneOptions::parse(p).map_err(|e| ApiErr::param("prune-backups", e)),
-        None => s
-            .prune
-            .clone()
-            .ok_or_else(|| ApiErr::internal(format!("no prune-backups options configured for storage '{}'", s.id))),
+        None => s.prune.clone().ok_or_else(|| {
+            ApiErr::internal(format!(
+                "no prune-backups options configured for storage '{}'",
+                s.id
+            ))
+        }),
     }
 }
 
 /// Marks every backup group on the storage (filtered by vmid/type) like `PVE::Storage::prune_backups`.
-fn plan(w: &World, s: &Storage, opts: &PruneOptions, vmid: Option<i64>, ty: Option<&str>) -> Vec<(Volume, Mark)> {
+fn plan(
+    w: &World,
+    s: &Storage,
+    opts: &PruneOptions,
+    vmid: Option<i64>,
+    ty: Option<&str>,
+) -> Vec<(Volume, Mark)> {
     let mut groups: BTreeMap<(u32, &'static str), Vec<&Volume>> = BTreeMap::new();
     for v in &s.volumes {
         if vmid.is_some_and(|id| v.vmid as i64 != id) || ty.is_some_and(|t| t != v.kind.as_str()) {
@@ -199,7 +252,12 @@ fn plan(w: &World, s: &Storage, opts: &PruneOptions, vmid: Option<i64>, ty: Opti
     for vols in groups.values() {
         let items: Vec<PruneItem> = vols
             .iter()
-            .map(|v| PruneItem { volid: v.volid.clone(), ctime: v.ctime, protected: v.protected, std_name: v.std_name })
+            .map(|v| PruneItem {
+                volid: v.volid.clone(),
+                ctime: v.ctime,
+                protected: v.protected,
+                std_name: v.std_name,
+            })
             .collect();
         let marks = crate::prune::mark_group(&items, opts, &w.tz);
         out.extend(vols.iter().map(|v| (*v).clone()).zip(marks));
@@ -244,7 +302,9 @@ pub fn prune(w: &mut World, c: &Ctx) -> HResult {
         None => sid.clone(),
     };
     let step: StepFn = Box::new(move |w: &mut World, upid: &str| {
-        let Some(st) = w.storages.get(&sid).cloned() else { return StepResult::Finish("storage vanished".into()) };
+        let Some(st) = w.storages.get(&sid).cloned() else {
+            return StepResult::Finish("storage vanished".into());
+        };
         let marks = plan(w, &st, &opts, vmid, ty.as_deref());
         let mut removed = 0;
         for (v, m) in marks {
@@ -260,6 +320,13 @@ pub fn prune(w: &mut World, c: &Ctx) -> HResult {
         w.log(upid, format!("pruned {removed} backup(s)"));
         StepResult::Finish("OK".into())
     });
-    let upid = w.spawn_task(c.node(), "prunebackups", &id, &c.auth.full(), vmid.map(|v| v as u32), vec![(0.0, step)]);
+    let upid = w.spawn_task(
+        c.node(),
+        "prunebackups",
+        &id,
+        &c.auth.full(),
+        vmid.map(|v| v as u32),
+        vec![(0.0, step)],
+    );
     Reply::data(json!(upid))
 }

@@ -20,7 +20,8 @@ fn owns(c: &Ctx, task_user: &str) -> bool {
 
 fn find<'a>(w: &'a World, c: &Ctx) -> Result<(Upid, Option<&'a Task>), ApiErr> {
     let raw = c.uri.get("upid").cloned().unwrap_or_default();
-    let upid = Upid::decode(&raw).ok_or_else(|| ApiErr::param("upid", "unable to parse worker upid"))?;
+    let upid =
+        Upid::decode(&raw).ok_or_else(|| ApiErr::param("upid", "unable to parse worker upid"))?;
     let task = w.task(&upid.encode()).filter(|t| t.parsed.node == c.node());
     Ok((upid, task))
 }
@@ -36,7 +37,10 @@ pub fn status(w: &mut World, c: &Ctx) -> HResult {
     let (upid, task) = find(w, c)?;
     let task = task.ok_or_else(|| ApiErr::param("upid", "no such task"))?;
     if !owns(c, &upid.user) && !c.has(w, &format!("/nodes/{}", c.node()), &["Sys.Audit"], false) {
-        return Err(ApiErr::forbidden(&format!("/nodes/{}", c.node()), &["Sys.Audit"]));
+        return Err(ApiErr::forbidden(
+            &format!("/nodes/{}", c.node()),
+            &["Sys.Audit"],
+        ));
     }
     let (user, tokenid) = split_user(&upid.user);
     let mut e = json!({
@@ -56,7 +60,10 @@ pub fn status(w: &mut World, c: &Ctx) -> HResult {
 pub fn log(w: &mut World, c: &Ctx) -> HResult {
     let (upid, task) = find(w, c)?;
     if !owns(c, &upid.user) && !c.has(w, &format!("/nodes/{}", c.node()), &["Sys.Audit"], false) {
-        return Err(ApiErr::forbidden(&format!("/nodes/{}", c.node()), &["Sys.Audit"]));
+        return Err(ApiErr::forbidden(
+            &format!("/nodes/{}", c.node()),
+            &["Sys.Audit"],
+        ));
     }
     let Some(task) = task else {
         let hex = upid.encode();
@@ -70,11 +77,23 @@ pub fn log(w: &mut World, c: &Ctx) -> HResult {
     let limit = c.int("limit").unwrap_or(50).max(0) as usize;
     let lines: Vec<&String> = task.log.iter().collect();
     if lines.is_empty() {
-        return Ok(Reply { data: json!([{"n": 1, "t": "no content"}]), total: Some(1) });
+        return Ok(Reply {
+            data: json!([{"n": 1, "t": "no content"}]),
+            total: Some(1),
+        });
     }
-    let end = if limit == 0 { lines.len() } else { (start + limit).min(lines.len()) };
-    let data: Vec<Value> = (start.min(lines.len())..end).map(|i| json!({"n": i + 1, "t": lines[i]})).collect();
-    Ok(Reply { data: Value::Array(data), total: Some(lines.len() as u64) })
+    let end = if limit == 0 {
+        lines.len()
+    } else {
+        (start + limit).min(lines.len())
+    };
+    let data: Vec<Value> = (start.min(lines.len())..end)
+        .map(|i| json!({"n": i + 1, "t": lines[i]}))
+        .collect();
+    Ok(Reply {
+        data: Value::Array(data),
+        total: Some(lines.len() as u64),
+    })
 }
 
 fn status_class(exit: &str) -> &'static str {
@@ -101,8 +120,12 @@ pub fn list(w: &mut World, c: &Ctx) -> HResult {
     let errors = c.bool("errors").unwrap_or(false);
     let since = c.int("since");
     let until = c.int("until");
-    let statusfilter: Option<Vec<String>> =
-        c.str("statusfilter").map(|s| s.split([',', ';', ' ']).filter(|x| !x.is_empty()).map(str::to_string).collect());
+    let statusfilter: Option<Vec<String>> = c.str("statusfilter").map(|s| {
+        s.split([',', ';', ' '])
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect()
+    });
     let mut items: Vec<&Task> = w
         .tasks
         .iter()
@@ -118,15 +141,30 @@ pub fn list(w: &mut World, c: &Ctx) -> HResult {
         .filter(|t| vmid.as_deref().is_none_or(|v| t.parsed.id == v))
         .filter(|t| since.is_none_or(|s| t.parsed.starttime >= s))
         .filter(|t| until.is_none_or(|u| t.parsed.starttime <= u))
-        .filter(|t| !errors || t.exitstatus.as_deref().is_some_and(|x| status_class(x) == "error"))
+        .filter(|t| {
+            !errors
+                || t.exitstatus
+                    .as_deref()
+                    .is_some_and(|x| status_class(x) == "error")
+        })
         .filter(|t| {
             statusfilter.as_ref().is_none_or(|f| {
-                let class = t.exitstatus.as_deref().map(status_class).unwrap_or("running");
-                f.iter().any(|x| x == class || (x == "active" && t.running()))
+                let class = t
+                    .exitstatus
+                    .as_deref()
+                    .map(status_class)
+                    .unwrap_or("running");
+                f.iter()
+                    .any(|x| x == class || (x == "active" && t.running()))
             })
         })
         .collect();
-    items.sort_by(|a, b| b.parsed.starttime.cmp(&a.parsed.starttime).then(b.parsed.pid.cmp(&a.parsed.pid)));
+    items.sort_by(|a, b| {
+        b.parsed
+            .starttime
+            .cmp(&a.parsed.starttime)
+            .then(b.parsed.pid.cmp(&a.parsed.pid))
+    });
     let total = items.len();
     let page: Vec<Value> = items
         .into_iter()
@@ -149,14 +187,20 @@ pub fn list(w: &mut World, c: &Ctx) -> HResult {
             e
         })
         .collect();
-    Ok(Reply { data: Value::Array(page), total: Some(total as u64) })
+    Ok(Reply {
+        data: Value::Array(page),
+        total: Some(total as u64),
+    })
 }
 
 pub fn stop(w: &mut World, c: &Ctx) -> HResult {
     let (upid, task) = find(w, c)?;
     let task = task.ok_or_else(|| ApiErr::param("upid", "no such task"))?;
     if !owns(c, &upid.user) && !c.has(w, &format!("/nodes/{}", c.node()), &["Sys.Modify"], false) {
-        return Err(ApiErr::forbidden(&format!("/nodes/{}", c.node()), &["Sys.Modify"]));
+        return Err(ApiErr::forbidden(
+            &format!("/nodes/{}", c.node()),
+            &["Sys.Modify"],
+        ));
     }
     let key = task.upid.clone();
     if task.running() {

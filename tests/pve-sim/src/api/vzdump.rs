@@ -34,7 +34,11 @@ struct JobState {
 
 pub fn local_time(w: &World, t: i64) -> String {
     jiff::Timestamp::from_second(t)
-        .map(|ts| ts.to_zoned(w.tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|ts| {
+            ts.to_zoned(w.tz.clone())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -74,12 +78,18 @@ pub fn vzdump(w: &mut World, c: &Ctx) -> HResult {
         }
     }
     if c.params.contains_key("stdout") {
-        return Err(ApiErr::param("stdout", "option is only allowed on the command line interface"));
+        return Err(ApiErr::param(
+            "stdout",
+            "option is only allowed on the command line interface",
+        ));
     }
-    if let Some(n) = c.str("node") {
-        if n != node {
-            return Err(ApiErr::param("node", "option is only allowed on the command line interface"));
-        }
+    if let Some(n) = c.str("node")
+        && n != node
+    {
+        return Err(ApiErr::param(
+            "node",
+            "option is only allowed on the command line interface",
+        ));
     }
     // verify_vzdump_parameters
     let has_vmid = c.params.contains_key("vmid");
@@ -101,31 +111,65 @@ pub fn vzdump(w: &mut World, c: &Ctx) -> HResult {
     let storage = c.str("storage").unwrap_or("local").to_string();
     if !root {
         if stop_all && !c.has(w, &format!("/nodes/{node}"), &["Sys.Modify"], false) {
-            return Err(ApiErr::forbidden(&format!("/nodes/{node}"), &["Sys.Modify"]));
+            return Err(ApiErr::forbidden(
+                &format!("/nodes/{node}"),
+                &["Sys.Modify"],
+            ));
         }
         if (c.params.contains_key("prune-backups") || c.params.contains_key("maxfiles"))
-            && !c.has(w, &format!("/storage/{storage}"), &["Datastore.Allocate"], false)
+            && !c.has(
+                w,
+                &format!("/storage/{storage}"),
+                &["Datastore.Allocate"],
+                false,
+            )
         {
-            return Err(ApiErr::forbidden(&format!("/storage/{storage}"), &["Datastore.Allocate"]));
+            return Err(ApiErr::forbidden(
+                &format!("/storage/{storage}"),
+                &["Datastore.Allocate"],
+            ));
         }
-        if let Some(fl) = c.str("fleecing") {
-            if let Some(fs) = fl.split(',').find_map(|kv| kv.strip_prefix("storage=")) {
-                if !c.has(w, &format!("/storage/{fs}"), &["Datastore.AllocateSpace"], false) {
-                    return Err(ApiErr::forbidden(&format!("/storage/{fs}"), &["Datastore.AllocateSpace"]));
-                }
-            }
+        if let Some(fl) = c.str("fleecing")
+            && let Some(fs) = fl.split(',').find_map(|kv| kv.strip_prefix("storage="))
+            && !c.has(
+                w,
+                &format!("/storage/{fs}"),
+                &["Datastore.AllocateSpace"],
+                false,
+            )
+        {
+            return Err(ApiErr::forbidden(
+                &format!("/storage/{fs}"),
+                &["Datastore.AllocateSpace"],
+            ));
         }
-        if !c.has(w, &format!("/storage/{storage}"), &["Datastore.AllocateSpace"], false) {
-            return Err(ApiErr::forbidden(&format!("/storage/{storage}"), &["Datastore.AllocateSpace"]));
+        if !c.has(
+            w,
+            &format!("/storage/{storage}"),
+            &["Datastore.AllocateSpace"],
+            false,
+        ) {
+            return Err(ApiErr::forbidden(
+                &format!("/storage/{storage}"),
+                &["Datastore.AllocateSpace"],
+            ));
         }
     }
     // Which guests: requested VMIDs on this node, plus VMIDs that exist nowhere (they fail
     // visibly in the task); guests on other nodes are skipped silently.
     let requested: Vec<u32> = if all {
-        w.guests.values().filter(|g| g.node == node).map(|g| g.vmid).collect()
+        w.guests
+            .values()
+            .filter(|g| g.node == node)
+            .map(|g| g.vmid)
+            .collect()
     } else {
         c.str("vmid")
-            .map(|s| s.split([',', ' ', ';']).filter_map(|x| x.trim().parse().ok()).collect())
+            .map(|s| {
+                s.split([',', ' ', ';'])
+                    .filter_map(|x| x.trim().parse().ok())
+                    .collect()
+            })
             .or_else(|| c.int("vmid").map(|v| vec![v as u32]))
             .unwrap_or_default()
     };
@@ -137,7 +181,11 @@ pub fn vzdump(w: &mut World, c: &Ctx) -> HResult {
     if local.is_empty() {
         return Reply::data(json!("OK"));
     }
-    let st = w.storages.get(&storage).filter(|s| s.on_node(&node)).cloned();
+    let st = w
+        .storages
+        .get(&storage)
+        .filter(|s| s.on_node(&node))
+        .cloned();
     let prune_override = match c.str("prune-backups") {
         Some(p) => Some(PruneOptions::parse(p).map_err(|e| ApiErr::param("prune-backups", e))?),
         None => None,
@@ -150,7 +198,13 @@ pub fn vzdump(w: &mut World, c: &Ctx) -> HResult {
         protected: c.bool("protected").unwrap_or(false),
         notes_template: c.str("notes-template").map(str::to_string),
         prune_override,
-        can_allocate: root || c.has(w, &format!("/storage/{storage}"), &["Datastore.Allocate"], false),
+        can_allocate: root
+            || c.has(
+                w,
+                &format!("/storage/{storage}"),
+                &["Datastore.Allocate"],
+                false,
+            ),
     });
     let cmdline = command_line(c);
     let user = c.auth.clone();
@@ -164,13 +218,24 @@ pub fn vzdump(w: &mut World, c: &Ctx) -> HResult {
         script.push((
             0.0,
             Box::new(move |w: &mut World, upid: &str| {
-                w.log(upid, format!("INFO: starting new backup job: vzdump {cmdline}"));
+                w.log(
+                    upid,
+                    format!("INFO: starting new backup job: vzdump {cmdline}"),
+                );
                 if st_missing {
-                    return StepResult::Finish(format!("could not activate storage '{storage}': storage '{storage}' does not exist"));
+                    return StepResult::Finish(format!(
+                        "could not activate storage '{storage}': storage '{storage}' does not exist"
+                    ));
                 }
                 for v in &local {
-                    if w.guests.contains_key(v) && !w.rbac.check(&user, &format!("/vms/{v}"), &["VM.Backup"], false) {
-                        return StepResult::Finish(format!("Permission check failed (/vms/{v}, VM.Backup)"));
+                    if w.guests.contains_key(v)
+                        && !w
+                            .rbac
+                            .check(&user, &format!("/vms/{v}"), &["VM.Backup"], false)
+                    {
+                        return StepResult::Finish(format!(
+                            "Permission check failed (/vms/{v}, VM.Backup)"
+                        ));
                     }
                 }
                 StepResult::Continue
@@ -184,7 +249,15 @@ pub fn vzdump(w: &mut World, c: &Ctx) -> HResult {
             .get(vmid)
             .and_then(|g| g.backup.clone())
             .unwrap_or_else(|| w.vzdump_default.clone());
-        let len = guest_script(&mut script, base, *vmid, job.clone(), state.clone(), &beh, w);
+        let len = guest_script(
+            &mut script,
+            base,
+            *vmid,
+            job.clone(),
+            state.clone(),
+            &beh,
+            w,
+        );
         base += len;
     }
     let fin = state.clone();
@@ -197,18 +270,38 @@ pub fn vzdump(w: &mut World, c: &Ctx) -> HResult {
                 return StepResult::Finish("job errors".into());
             }
             w.log(upid, "INFO: Backup job finished successfully");
-            StepResult::Finish(if s.warnings > 0 { format!("WARNINGS: {}", s.warnings) } else { "OK".into() })
+            StepResult::Finish(if s.warnings > 0 {
+                format!("WARNINGS: {}", s.warnings)
+            } else {
+                "OK".into()
+            })
         }),
     ));
-    let id = if local.len() == 1 { local[0].to_string() } else { String::new() };
+    let id = if local.len() == 1 {
+        local[0].to_string()
+    } else {
+        String::new()
+    };
     let lockwait = c.int("lockwait").unwrap_or(180) as f64 * 60.0;
     let single = (local.len() == 1).then(|| local[0]);
-    let upid = w.spawn_task_with_lock(&node, "vzdump", &id, &user.full(), single, Some(lockwait), script);
+    let upid = w.spawn_task_with_lock(
+        &node,
+        "vzdump",
+        &id,
+        &user.full(),
+        single,
+        Some(lockwait),
+        script,
+    );
     Reply::data(json!(upid))
 }
 
 fn command_line(c: &Ctx) -> String {
-    let mut s = c.str("vmid").map(str::to_string).or_else(|| c.int("vmid").map(|v| v.to_string())).unwrap_or_default();
+    let mut s = c
+        .str("vmid")
+        .map(str::to_string)
+        .or_else(|| c.int("vmid").map(|v| v.to_string()))
+        .unwrap_or_default();
     for (k, v) in &c.params {
         if k == "vmid" || k == "node" {
             continue;
@@ -234,7 +327,10 @@ fn guest_script(
             base,
             Box::new(move |w: &mut World, upid: &str| {
                 let now = local_time(w, w.clock.epoch());
-                w.log(upid, format!("ERROR: Backup of VM {vmid} failed - unable to find VM '{vmid}'"));
+                w.log(
+                    upid,
+                    format!("ERROR: Backup of VM {vmid} failed - unable to find VM '{vmid}'"),
+                );
                 w.log(upid, format!("INFO: Failed at {now}"));
                 st.lock().expect("job state").failed += 1;
                 StepResult::Continue
@@ -249,7 +345,11 @@ fn guest_script(
     let outcome = beh.outcome.clone();
     let size = beh.size;
     let running = g.running();
-    let mode = if running { job.mode.clone() } else { "stop".to_string() };
+    let mode = if running {
+        job.mode.clone()
+    } else {
+        "stop".to_string()
+    };
     let stop_running = mode == "stop" && running;
     // Where the archive step starts and the consistency point falls, per mode and type.
     let (arch_at, cp_at) = match (kind, mode.as_str()) {
@@ -350,25 +450,42 @@ fn guest_script(
     if stop_running {
         let skip = skip.clone();
         let job = job.clone();
-        script.push((base + sd, Box::new(move |w: &mut World, upid: &str| {
-            if skip() {
-                return StepResult::Continue;
-            }
-            let g = w.guests.get_mut(&vmid).expect("exists");
-            g.status = "stopped".into();
-            w.event("guest-stopped", Some(vmid), Some(upid), "vzdump stop mode");
-            let start = w.task(upid).map(|t| t.parsed.starttime).unwrap_or(0);
-            let archive = archive_line(w, &job, kind, vmid, start);
-            w.log(upid, archive);
-            if kind == GuestKind::Qemu {
-                w.log(upid, "INFO: starting kvm to execute backup task");
-                w.guests.get_mut(&vmid).expect("exists").status = "running".into();
-                w.event("guest-started", Some(vmid), Some(upid), "kvm started for backup");
-                w.log(upid, format!("INFO: started backup task '{}'", uuid_for(upid)));
-                w.log(upid, format!("INFO: resuming VM again after {} seconds", sd.round() as u64));
-            }
-            StepResult::Continue
-        })));
+        script.push((
+            base + sd,
+            Box::new(move |w: &mut World, upid: &str| {
+                if skip() {
+                    return StepResult::Continue;
+                }
+                let g = w.guests.get_mut(&vmid).expect("exists");
+                g.status = "stopped".into();
+                w.event("guest-stopped", Some(vmid), Some(upid), "vzdump stop mode");
+                let start = w.task(upid).map(|t| t.parsed.starttime).unwrap_or(0);
+                let archive = archive_line(w, &job, kind, vmid, start);
+                w.log(upid, archive);
+                if kind == GuestKind::Qemu {
+                    w.log(upid, "INFO: starting kvm to execute backup task");
+                    w.guests.get_mut(&vmid).expect("exists").status = "running".into();
+                    w.event(
+                        "guest-started",
+                        Some(vmid),
+                        Some(upid),
+                        "kvm started for backup",
+                    );
+                    w.log(
+                        upid,
+                        format!("INFO: started backup task '{}'", uuid_for(upid)),
+                    );
+                    w.log(
+                        upid,
+                        format!(
+                            "INFO: resuming VM again after {} seconds",
+                            sd.round() as u64
+                        ),
+                    );
+                }
+                StepResult::Continue
+            }),
+        ));
     }
     // Consistency point.
     if !stop_running {
@@ -378,13 +495,16 @@ fn guest_script(
         let freeze_at = (cp_at - (cp_at / 2.0).min(0.5)).max(0.0);
         if kind == GuestKind::Qemu && mode == "snapshot" {
             let skip2 = skip.clone();
-            script.push((base + freeze_at, Box::new(move |w: &mut World, upid: &str| {
-                if !skip2() && w.guests.get(&vmid).is_some_and(|g| g.agent_enabled()) {
-                    w.log(upid, "INFO: issuing guest-agent 'fs-freeze' command");
-                    w.event("fs-freeze", Some(vmid), Some(upid), "");
-                }
-                StepResult::Continue
-            })));
+            script.push((
+                base + freeze_at,
+                Box::new(move |w: &mut World, upid: &str| {
+                    if !skip2() && w.guests.get(&vmid).is_some_and(|g| g.agent_enabled()) {
+                        w.log(upid, "INFO: issuing guest-agent 'fs-freeze' command");
+                        w.event("fs-freeze", Some(vmid), Some(upid), "");
+                    }
+                    StepResult::Continue
+                }),
+            ));
         }
         script.push((base + cp_at, Box::new(move |w: &mut World, upid: &str| {
             if skip() {
@@ -456,74 +576,108 @@ fn guest_script(
     {
         let job = job.clone();
         let state = state.clone();
-        script.push((base + end, Box::new(move |w: &mut World, upid: &str| {
-            if skip() {
-                return StepResult::Continue;
-            }
-            let start = w.task(upid).map(|t| t.parsed.starttime).unwrap_or(0);
-            if let Some(text) = outcome.strip_prefix("job-error:") {
-                w.log(upid, format!("ERROR: Backup job failed - {text}"));
+        script.push((
+            base + end,
+            Box::new(move |w: &mut World, upid: &str| {
+                if skip() {
+                    return StepResult::Continue;
+                }
+                let start = w.task(upid).map(|t| t.parsed.starttime).unwrap_or(0);
+                if let Some(text) = outcome.strip_prefix("job-error:") {
+                    w.log(upid, format!("ERROR: Backup job failed - {text}"));
+                    cleanup_guest(w, upid, vmid);
+                    return StepResult::Finish(text.to_string());
+                }
+                if outcome == "unexpected" {
+                    // The worker dies: no TASK line; the guest lock stays behind.
+                    return StepResult::Finish("unexpected status".into());
+                }
+                if kind == GuestKind::Lxc && mode == "snapshot" {
+                    w.log(upid, "INFO: cleanup temporary 'vzdump' snapshot");
+                }
+                if let Some(text) = outcome.strip_prefix("error:") {
+                    cleanup_guest(w, upid, vmid);
+                    w.log(upid, format!("ERROR: Backup of VM {vmid} failed - {text}"));
+                    let now = local_time(w, w.clock.epoch());
+                    w.log(upid, format!("INFO: Failed at {now}"));
+                    state.lock().expect("job state").failed += 1;
+                    return StepResult::Continue;
+                }
+                let warns: u32 = outcome
+                    .strip_prefix("warnings:")
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0);
+                for i in 0..warns {
+                    w.log(
+                        upid,
+                        format!("WARN: simulated warning {} of {warns}", i + 1),
+                    );
+                }
+                state.lock().expect("job state").warnings += warns;
+                let Some(st) = w.storages.get(&job.storage).cloned() else {
+                    return StepResult::Continue;
+                };
+                match st.kind {
+                    StorageKind::Pbs => w.log(
+                        upid,
+                        format!(
+                            "INFO: transferred {:.2} GiB in {} seconds",
+                            size as f64 / (1u64 << 30) as f64,
+                            (end).round() as u64
+                        ),
+                    ),
+                    StorageKind::Dir => w.log(
+                        upid,
+                        format!("INFO: archive file size: {:.2}GB", size as f64 / 1e9),
+                    ),
+                }
+                let mut vol = make_volume(&st, kind, vmid, start, size, &w.tz, None);
+                if let Some(t) = &job.notes_template {
+                    w.log(upid, "INFO: adding notes to backup");
+                    let g = w.guests.get(&vmid).expect("exists");
+                    vol.notes = Some(
+                        t.replace("{{guestname}}", &g.name)
+                            .replace("{{vmid}}", &vmid.to_string())
+                            .replace("{{node}}", &job.node)
+                            .replace("{{cluster}}", "pve-sim"),
+                    );
+                }
+                if job.protected {
+                    w.log(upid, "INFO: marking backup as protected");
+                    vol.protected = true;
+                }
+                if let Some(s) = w.storages.get_mut(&job.storage) {
+                    s.used += size;
+                    s.volumes.push(vol);
+                }
+                w.event("backup-volume", Some(vmid), Some(upid), job.storage.clone());
+                if job.remove {
+                    prune_after(w, upid, &job, vmid, kind);
+                }
                 cleanup_guest(w, upid, vmid);
-                return StepResult::Finish(text.to_string());
-            }
-            if outcome == "unexpected" {
-                // The worker dies: no TASK line; the guest lock stays behind.
-                return StepResult::Finish("unexpected status".into());
-            }
-            if kind == GuestKind::Lxc && mode == "snapshot" {
-                w.log(upid, "INFO: cleanup temporary 'vzdump' snapshot");
-            }
-            if let Some(text) = outcome.strip_prefix("error:") {
-                cleanup_guest(w, upid, vmid);
-                w.log(upid, format!("ERROR: Backup of VM {vmid} failed - {text}"));
-                let now = local_time(w, w.clock.epoch());
-                w.log(upid, format!("INFO: Failed at {now}"));
-                state.lock().expect("job state").failed += 1;
-                return StepResult::Continue;
-            }
-            let warns: u32 = outcome.strip_prefix("warnings:").and_then(|n| n.trim().parse().ok()).unwrap_or(0);
-            for i in 0..warns {
-                w.log(upid, format!("WARN: simulated warning {} of {warns}", i + 1));
-            }
-            state.lock().expect("job state").warnings += warns;
-            let Some(st) = w.storages.get(&job.storage).cloned() else {
-                return StepResult::Continue;
-            };
-            match st.kind {
-                StorageKind::Pbs => w.log(upid, format!("INFO: transferred {:.2} GiB in {} seconds", size as f64 / (1u64 << 30) as f64, (end).round() as u64)),
-                StorageKind::Dir => w.log(upid, format!("INFO: archive file size: {:.2}GB", size as f64 / 1e9)),
-            }
-            let mut vol = make_volume(&st, kind, vmid, start, size, &w.tz, None);
-            if let Some(t) = &job.notes_template {
-                w.log(upid, "INFO: adding notes to backup");
-                let g = w.guests.get(&vmid).expect("exists");
-                vol.notes = Some(t.replace("{{guestname}}", &g.name).replace("{{vmid}}", &vmid.to_string())
-                    .replace("{{node}}", &job.node).replace("{{cluster}}", "pve-sim"));
-            }
-            if job.protected {
-                w.log(upid, "INFO: marking backup as protected");
-                vol.protected = true;
-            }
-            if let Some(s) = w.storages.get_mut(&job.storage) {
-                s.used += size;
-                s.volumes.push(vol);
-            }
-            w.event("backup-volume", Some(vmid), Some(upid), job.storage.clone());
-            if job.remove {
-                prune_after(w, upid, &job, vmid, kind);
-            }
-            cleanup_guest(w, upid, vmid);
-            let now = w.clock.epoch();
-            w.log(upid, format!("INFO: Finished Backup of VM {vmid} ({})", hms((now - start) as f64)));
-            w.log(upid, format!("INFO: Backup finished at {}", local_time(w, now)));
-            StepResult::Continue
-        })));
+                let now = w.clock.epoch();
+                w.log(
+                    upid,
+                    format!(
+                        "INFO: Finished Backup of VM {vmid} ({})",
+                        hms((now - start) as f64)
+                    ),
+                );
+                w.log(
+                    upid,
+                    format!("INFO: Backup finished at {}", local_time(w, now)),
+                );
+                StepResult::Continue
+            }),
+        ));
     }
     end
 }
 
 fn archive_line(w: &World, job: &Job, kind: GuestKind, vmid: u32, start: i64) -> String {
-    let Some(st) = w.storages.get(&job.storage) else { return String::new() };
+    let Some(st) = w.storages.get(&job.storage) else {
+        return String::new();
+    };
     match st.kind {
         StorageKind::Pbs => {
             let v = crate::prune::pbs_volname(kind.to_prune(), vmid, start);
@@ -533,63 +687,120 @@ fn archive_line(w: &World, job: &Job, kind: GuestKind, vmid: u32, start: i64) ->
         StorageKind::Dir => {
             let v = crate::prune::dir_volname(kind.to_prune(), vmid, start, &w.tz, "zstd");
             let file = v.rsplit('/').next().unwrap_or(&v).to_string();
-            format!("INFO: creating vzdump archive '/mnt/pve/{}/dump/{file}'", st.id)
+            format!(
+                "INFO: creating vzdump archive '/mnt/pve/{}/dump/{file}'",
+                st.id
+            )
         }
     }
 }
 
 fn uuid_for(upid: &str) -> String {
-    let h = upid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let h = upid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
     let h2 = h.rotate_left(17) ^ 0x9E37_79B9_7F4A_7C15;
-    format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", h >> 32, h & 0xffff, (h2 >> 52) & 0xfff, (h2 >> 40) & 0xfff, h2 & 0xffff_ffff_ffff)
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        h >> 32,
+        h & 0xffff,
+        (h2 >> 52) & 0xfff,
+        (h2 >> 40) & 0xfff,
+        h2 & 0xffff_ffff_ffff
+    )
 }
 
 /// The `remove=0` max-backup limit and the protected-backup limit (§3).
 fn limit_error(w: &World, job: &Job, vmid: u32, kind: GuestKind) -> Option<String> {
     let st = w.storages.get(&job.storage)?;
-    let mine = |p: bool| st.volumes.iter().filter(|v| v.vmid == vmid && v.kind == kind && v.protected == p).count() as u64;
+    let mine = |p: bool| {
+        st.volumes
+            .iter()
+            .filter(|v| v.vmid == vmid && v.kind == kind && v.protected == p)
+            .count() as u64
+    };
     if job.protected {
-        let limit = if job.can_allocate { None } else { Some(st.max_protected.unwrap_or(5)) };
-        if let Some(l) = limit {
-            if mine(true) >= l {
-                return Some(format!("The number of protected backups per guest is limited to {l} on storage '{}'", st.id));
-            }
+        let limit = if job.can_allocate {
+            None
+        } else {
+            Some(st.max_protected.unwrap_or(5))
+        };
+        if let Some(l) = limit
+            && mine(true) >= l
+        {
+            return Some(format!(
+                "The number of protected backups per guest is limited to {l} on storage '{}'",
+                st.id
+            ));
         }
     }
     if !job.remove {
         let opts = job.prune_override.clone().or_else(|| st.prune.clone());
-        if let Some(max) = opts.and_then(|o| o.max_count()) {
-            if mine(false) >= max {
-                return Some(format!("There is a max backup limit of {max} enforced by the target storage or the vzdump parameters. Either increase the limit or delete old backups."));
-            }
+        if let Some(max) = opts.and_then(|o| o.max_count())
+            && mine(false) >= max
+        {
+            return Some(format!(
+                "There is a max backup limit of {max} enforced by the target storage or the vzdump parameters. Either increase the limit or delete old backups."
+            ));
         }
     }
     None
 }
 
 fn prune_after(w: &mut World, upid: &str, job: &Job, vmid: u32, kind: GuestKind) {
-    let Some(st) = w.storages.get(&job.storage) else { return };
-    let Some(opts) = job.prune_override.clone().or_else(|| st.prune.clone()) else { return };
+    let Some(st) = w.storages.get(&job.storage) else {
+        return;
+    };
+    let Some(opts) = job.prune_override.clone().or_else(|| st.prune.clone()) else {
+        return;
+    };
     if opts.keeps_all() {
         return;
     }
     let st = st.clone();
-    w.log(upid, format!("INFO: prune older backups with retention: {}", opts.to_log_string()));
-    let group: Vec<&crate::world::Volume> = st.volumes.iter().filter(|v| v.vmid == vmid && v.kind == kind).collect();
+    w.log(
+        upid,
+        format!(
+            "INFO: prune older backups with retention: {}",
+            opts.to_log_string()
+        ),
+    );
+    let group: Vec<&crate::world::Volume> = st
+        .volumes
+        .iter()
+        .filter(|v| v.vmid == vmid && v.kind == kind)
+        .collect();
     let items: Vec<PruneItem> = group
         .iter()
-        .map(|v| PruneItem { volid: v.volid.clone(), ctime: v.ctime, protected: v.protected, std_name: v.std_name })
+        .map(|v| PruneItem {
+            volid: v.volid.clone(),
+            ctime: v.ctime,
+            protected: v.protected,
+            std_name: v.std_name,
+        })
         .collect();
     let marks = crate::prune::mark_group(&items, &opts, &w.tz);
-    let remove: Vec<String> =
-        items.iter().zip(marks).filter(|(_, m)| *m == Mark::Remove).map(|(i, _)| i.volid.clone()).collect();
+    let remove: Vec<String> = items
+        .iter()
+        .zip(marks)
+        .filter(|(_, m)| *m == Mark::Remove)
+        .map(|(i, _)| i.volid.clone())
+        .collect();
     let st = w.storages.get_mut(&job.storage).expect("exists");
     st.volumes.retain(|v| !remove.contains(&v.volid));
-    w.log(upid, format!("INFO: pruned {} backup(s) not covered by keep-retention policy", remove.len()));
+    w.log(
+        upid,
+        format!(
+            "INFO: pruned {} backup(s) not covered by keep-retention policy",
+            remove.len()
+        ),
+    );
 }
 
 fn cleanup_guest(w: &mut World, upid: &str, vmid: u32) {
-    let Some(g) = w.guests.get_mut(&vmid) else { return };
+    let Some(g) = w.guests.get_mut(&vmid) else {
+        return;
+    };
     if matches!(g.lock.as_deref(), Some("backup") | Some("snapshot")) {
         g.lock = None;
     }
@@ -598,14 +809,23 @@ fn cleanup_guest(w: &mut World, upid: &str, vmid: u32) {
     if had_snap {
         g.digest += 1;
     }
-    if g.status == "stopped" && w.events.iter().any(|e| e.kind == "guest-stopped" && e.upid.as_deref() == Some(upid) && e.vmid == Some(vmid)) {
+    if g.status == "stopped"
+        && w.events.iter().any(|e| {
+            e.kind == "guest-stopped" && e.upid.as_deref() == Some(upid) && e.vmid == Some(vmid)
+        })
+    {
         let kind = g.kind;
         g.status = "running".into();
         if kind == GuestKind::Lxc {
             w.log(upid, "INFO: restarting vm");
             w.log(upid, "INFO: guest is online again after 2 seconds");
         }
-        w.event("guest-started", Some(vmid), Some(upid), "after stop-mode backup");
+        w.event(
+            "guest-started",
+            Some(vmid),
+            Some(upid),
+            "after stop-mode backup",
+        );
     }
 }
 
@@ -618,16 +838,37 @@ pub fn cleanup_after_abort(w: &mut World, upid: &str) {
 
 pub fn defaults(w: &mut World, c: &Ctx) -> HResult {
     let storage = c.str("storage").unwrap_or("local").to_string();
-    if !c.has(w, &format!("/storage/{storage}"), &["Datastore.Audit", "Datastore.AllocateSpace"], true) {
-        return Err(ApiErr::forbidden(&format!("/storage/{storage}"), &["Datastore.Audit", "Datastore.AllocateSpace"]));
+    if !c.has(
+        w,
+        &format!("/storage/{storage}"),
+        &["Datastore.Audit", "Datastore.AllocateSpace"],
+        true,
+    ) {
+        return Err(ApiErr::forbidden(
+            &format!("/storage/{storage}"),
+            &["Datastore.Audit", "Datastore.AllocateSpace"],
+        ));
     }
-    let prune = w.storages.get(&storage).and_then(|s| s.prune.clone()).unwrap_or(PruneOptions { keep_all: Some(true), ..Default::default() });
+    let prune = w
+        .storages
+        .get(&storage)
+        .and_then(|s| s.prune.clone())
+        .unwrap_or(PruneOptions {
+            keep_all: Some(true),
+            ..Default::default()
+        });
     let mut p = serde_json::Map::new();
-    for kv in prune.to_property_string().split(',').filter(|s| !s.is_empty()) {
+    for kv in prune
+        .to_property_string()
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
         if let Some((k, v)) = kv.split_once('=') {
             p.insert(k.to_string(), Value::from(v.parse::<u64>().unwrap_or(1)));
         }
     }
-    Reply::data(json!({"storage": storage, "mode": "snapshot", "lockwait": 180, "stopwait": 10,
-        "remove": 1, "compress": "0", "prune-backups": Value::Object(p)}))
+    Reply::data(
+        json!({"storage": storage, "mode": "snapshot", "lockwait": 180, "stopwait": 10,
+        "remove": 1, "compress": "0", "prune-backups": Value::Object(p)}),
+    )
 }

@@ -34,8 +34,19 @@ expire = 1000
         "PVEAPIToken=old@pve!tk=s-old".to_string(),
         "PVEAPIToken=garbage".to_string(),
     ] {
-        let r = h.raw("GET", "/api2/json/version", &[("Authorization", &hdr)], None).await;
-        assert_eq!((r.status, r.reason.as_str()), (401, "Authentication failed!"), "{hdr}");
+        let r = h
+            .raw(
+                "GET",
+                "/api2/json/version",
+                &[("Authorization", &hdr)],
+                None,
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (401, "Authentication failed!"),
+            "{hdr}"
+        );
         assert!(r.body.is_empty());
     }
     // A request the server rejected never reaches the log as authenticated.
@@ -53,16 +64,46 @@ tokenid = "a=b@pve!tk"
 secret = "s3cr3t-value"
 "#;
     let h = H::start_with(BASIC, extra).await;
-    let r = h.raw("GET", "/api2/json/version", &[("Authorization", "PVEAPIToken=a=b@pve!tk=s3cr3t-value")], None).await;
+    let r = h
+        .raw(
+            "GET",
+            "/api2/json/version",
+            &[("Authorization", "PVEAPIToken=a=b@pve!tk=s3cr3t-value")],
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.reason);
-    assert_eq!(h.sim.requests().last().unwrap().authid.as_deref(), Some("a=b@pve!tk"));
+    assert_eq!(
+        h.sim.requests().last().unwrap().authid.as_deref(),
+        Some("a=b@pve!tk")
+    );
     // URL-encoded values are decoded; the space form works too.
-    let r = h.raw("GET", "/api2/json/version", &[("Authorization", "PVEAPIToken=a%3Db%40pve%21tk=s3cr3t-value")], None).await;
+    let r = h
+        .raw(
+            "GET",
+            "/api2/json/version",
+            &[("Authorization", "PVEAPIToken=a%3Db%40pve%21tk=s3cr3t-value")],
+            None,
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", r.reason);
-    let ok = h.raw("GET", "/api2/json/version", &[("Authorization", &format!("PVEAPIToken {}={}", T101.0, T101.1))], None).await;
+    let ok = h
+        .raw(
+            "GET",
+            "/api2/json/version",
+            &[(
+                "Authorization",
+                &format!("PVEAPIToken {}={}", T101.0, T101.1),
+            )],
+            None,
+        )
+        .await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.data()["version"], "9.1.1");
-    assert_eq!(h.sim.requests().last().unwrap().authid.as_deref(), Some("felhom101@pve!agent"));
+    assert_eq!(
+        h.sim.requests().last().unwrap().authid.as_deref(),
+        Some("felhom101@pve!agent")
+    );
 }
 
 #[tokio::test]
@@ -72,5 +113,8 @@ async fn failures_are_delayed_by_the_configured_time() {
     let t0 = std::time::Instant::now();
     let r = h.raw("GET", "/api2/json/version", &[], None).await;
     assert_eq!(r.status, 401);
-    assert!(t0.elapsed() >= std::time::Duration::from_millis(300), "401 must be delayed");
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_millis(300),
+        "401 must be delayed"
+    );
 }

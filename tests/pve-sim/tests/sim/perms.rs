@@ -5,16 +5,41 @@ use crate::harness::*;
 #[tokio::test]
 async fn scoped_token_gets_403_for_foreign_vmids_existing_or_not() {
     let h = H::start().await;
-    assert_eq!(h.get(T101, "/nodes/pve1/qemu/101/status/current").await.data()["status"], "running");
-    for (node, vmid) in [("pve1", 102), ("pve2", 103), ("pve1", 999_999), ("nonode", 102)] {
+    assert_eq!(
+        h.get(T101, "/nodes/pve1/qemu/101/status/current")
+            .await
+            .data()["status"],
+        "running"
+    );
+    for (node, vmid) in [
+        ("pve1", 102),
+        ("pve2", 103),
+        ("pve1", 999_999),
+        ("nonode", 102),
+    ] {
         for kind in ["qemu", "lxc"] {
-            let r = h.get(T101, &format!("/nodes/{node}/{kind}/{vmid}/status/current")).await;
+            let r = h
+                .get(T101, &format!("/nodes/{node}/{kind}/{vmid}/status/current"))
+                .await;
             let msg = format!("Permission check failed (/vms/{vmid}, VM.Audit)");
-            assert_eq!((r.status, r.reason.as_str()), (403, msg.as_str()), "{node} {kind} {vmid}");
-            assert_eq!(r.json(), serde_json::json!({"data": null, "message": format!("{msg}\n")}));
-            assert_eq!(r.header("connection"), Some("close"), "errors close the connection");
+            assert_eq!(
+                (r.status, r.reason.as_str()),
+                (403, msg.as_str()),
+                "{node} {kind} {vmid}"
+            );
+            assert_eq!(
+                r.json(),
+                serde_json::json!({"data": null, "message": format!("{msg}\n")})
+            );
+            assert_eq!(
+                r.header("connection"),
+                Some("close"),
+                "errors close the connection"
+            );
         }
-        let r = h.get(T101, &format!("/nodes/{node}/qemu/{vmid}/snapshot")).await;
+        let r = h
+            .get(T101, &format!("/nodes/{node}/qemu/{vmid}/snapshot"))
+            .await;
         assert_eq!(r.status, 403);
     }
 }
@@ -22,13 +47,24 @@ async fn scoped_token_gets_403_for_foreign_vmids_existing_or_not() {
 #[tokio::test]
 async fn propagated_role_passes_the_check_then_hits_missing_config() {
     let h = H::start().await;
-    assert_eq!(h.get(WIDE, "/nodes/pve1/qemu/102/status/current").await.data()["name"], "db01");
+    assert_eq!(
+        h.get(WIDE, "/nodes/pve1/qemu/102/status/current")
+            .await
+            .data()["name"],
+        "db01"
+    );
     let r = h.get(WIDE, "/nodes/pve1/qemu/999999/status/current").await;
     assert_eq!(r.status, 500);
-    assert_eq!(r.reason, "Configuration file 'nodes/pve1/qemu-server/999999.conf' does not exist");
+    assert_eq!(
+        r.reason,
+        "Configuration file 'nodes/pve1/qemu-server/999999.conf' does not exist"
+    );
     // Wrong node for an existing guest: the same 500, as after a migration.
     let r = h.get(WIDE, "/nodes/pve2/qemu/101/config").await;
-    assert_eq!(r.reason, "Configuration file 'nodes/pve2/qemu-server/101.conf' does not exist");
+    assert_eq!(
+        r.reason,
+        "Configuration file 'nodes/pve2/qemu-server/101.conf' does not exist"
+    );
 }
 
 #[tokio::test]
@@ -40,10 +76,15 @@ async fn access_permissions_shows_exactly_the_scoped_paths() {
     assert_eq!(d["/vms/101"]["VM.Backup"], 1);
     assert!(d["/vms/101"].get("VM.Allocate").is_none());
     // A token cannot ask about its owner without Sys.Audit on /access.
-    let r = h.get(T101, "/access/permissions?userid=felhom101%40pve").await;
+    let r = h
+        .get(T101, "/access/permissions?userid=felhom101%40pve")
+        .await;
     assert_eq!(r.reason, "Permission check failed (/access, Sys.Audit)");
     // Effective rights of a non-privsep token are its user's: /vms propagated.
-    let w = h.get(WIDE, "/access/permissions?path=%2Fvms%2F102").await.data();
+    let w = h
+        .get(WIDE, "/access/permissions?path=%2Fvms%2F102")
+        .await
+        .data();
     assert_eq!(w["/vms/102"]["VM.Allocate"], 1);
 }
 
@@ -81,7 +122,12 @@ type = "token"
 "#;
     let h = H::start_with(BASIC, extra).await;
     let res = h.get(T103, "/cluster/resources?type=vm").await.data();
-    let mut ids: Vec<u64> = res.as_array().unwrap().iter().map(|e| e["vmid"].as_u64().unwrap()).collect();
+    let mut ids: Vec<u64> = res
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["vmid"].as_u64().unwrap())
+        .collect();
     ids.sort();
     assert_eq!(ids, [103, 104], "a pool ACL makes the pool member visible");
 }
