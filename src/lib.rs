@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod config;
+pub mod identity;
 pub mod pve;
 pub mod quiesce;
 pub mod state;
