@@ -3,8 +3,10 @@
 //! Modules are cut by domain; pure logic (UPID parsing, config validation) is free of I/O.
 
 pub mod backup;
+pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod pve;
 pub mod quiesce;
 pub mod state;
+pub mod status;

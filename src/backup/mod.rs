@@ -1,4 +1,6 @@
 //! The backup run: quiesce, vzdump, follow the task, release, record.
 
+pub mod follow;
 pub mod logscan;
 pub mod poll;
+pub mod run;

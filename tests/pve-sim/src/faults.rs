@@ -33,6 +33,9 @@ pub enum FaultKind {
     Hang,
     /// Serve normally but close the connection right after (like an idle close racing).
     Close,
+    /// Answer with this status and JSON body instead of the API (e.g. a bare `{"data":"OK"}`
+    /// from vzdump to provoke the "no task started" path deterministically).
+    Respond { code: u16, body: serde_json::Value },
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -180,6 +180,9 @@ async fn handle(
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
         Some(FaultKind::Close) => close_after = true,
+        Some(FaultKind::Respond { code, body }) => {
+            return json_response(code, None, body.to_string().into_bytes(), code >= 400);
+        }
         None => {}
     }
     let resp: ApiResponse = {

@@ -148,7 +148,7 @@ pub fn take_fault(w: &mut World, req: &ApiRequest) -> Option<FaultKind> {
         .map(|r| r.op.template.clone());
     let kind = crate::faults::take(&mut w.faults, &req.method, &path, template.as_deref())?;
     let status = match &kind {
-        FaultKind::Status { code, .. } => *code,
+        FaultKind::Status { code, .. } | FaultKind::Respond { code, .. } => *code,
         _ => 0,
     };
     if !matches!(kind, FaultKind::Latency { .. } | FaultKind::Close) {

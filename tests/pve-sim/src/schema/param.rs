@@ -159,7 +159,13 @@ pub(crate) fn compile_perl(perl: &str) -> Result<Regex, String> {
         i += 1;
     }
     // `(?:` after a flag reset with no flags is what `(?^:` became; `(?` + `:` is valid Rust.
-    Regex::new(&out).map_err(|e| format!("cannot compile pattern '{perl}': {e}"))
+    // Bounded repetitions of Unicode classes (`[\w\d\s]{0,256}`) make large NFAs; the size
+    // limit is lifted so the result does not depend on which regex-automata features another
+    // crate in the build happens to enable (more engines → more NFAs built).
+    Regex::builder()
+        .configure(Regex::config().nfa_size_limit(None).hybrid_cache_capacity(1 << 20))
+        .build(&out)
+        .map_err(|e| format!("cannot compile pattern '{perl}': {e}"))
 }
 
 impl ParamSchema {
