@@ -7,3 +7,4 @@ pub mod pve;
 pub mod quiesce;
 pub mod state;
 pub mod backup;
+pub mod schedule;
