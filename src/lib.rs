@@ -1,6 +1,7 @@
 //! felhom-agent: makes a Proxmox VE guest back itself up with a least-privilege API token.
 //!
-//! Modules are cut by domain; pure logic (UPID parsing, config validation) is free of I/O.
+//! Modules are cut by domain; pure logic (UPID parsing, schedule maths, log scanning, poll
+//! planning, config validation) is free of I/O.
 
 pub mod backup;
 pub mod cli;
@@ -8,5 +9,6 @@ pub mod config;
 pub mod identity;
 pub mod pve;
 pub mod quiesce;
+pub mod schedule;
 pub mod state;
 pub mod status;
