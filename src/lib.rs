@@ -3,6 +3,7 @@
 //! Modules are cut by domain; pure logic (UPID parsing, config validation) is free of I/O.
 
 pub mod config;
+pub mod health;
 pub mod pve;
 pub mod quiesce;
 pub mod state;
