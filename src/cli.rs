@@ -19,7 +19,11 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_CONFIG: i32 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "felhom-agent", version, about = "Makes this Proxmox VE guest back itself up with a least-privilege API token")]
+#[command(
+    name = "felhom-agent",
+    version,
+    about = "Makes this Proxmox VE guest back itself up with a least-privilege API token"
+)]
 pub struct Cli {
     /// Config file (default /etc/felhom-agent/config.toml; env FELHOM_AGENT_CONFIG).
     #[arg(long, global = true, value_name = "PATH")]
@@ -86,7 +90,10 @@ impl Signals {
         let s2 = s.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
                 return;
             };
             tokio::select! {
@@ -151,18 +158,27 @@ pub fn build_agent(cfg: Config) -> Result<Agent, String> {
     .map_err(|e| e.to_string())?;
     let dir_path = cfg.state.resolve_dir(&env);
     let dir = StateDir::open(&dir_path).map_err(|e| e.to_string())?;
-    Ok(Agent { cfg, client, dir, local: LocalFacts::gather() })
+    Ok(Agent {
+        cfg,
+        client,
+        dir,
+        local: LocalFacts::gather(),
+    })
 }
 
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("FELHOM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     if journald {
         b.without_time().with_ansi(false).init();
     } else {
-        b.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        b.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
 
@@ -188,8 +204,16 @@ pub async fn run(cli: Cli) -> i32 {
     };
     let signals = Signals::install();
     match cli.cmd {
-        Cmd::BackupNow { mode, no_wait, json } => {
-            let req = RunRequest { mode: mode.map(Into::into), wait: !no_wait, what: "backup-now" };
+        Cmd::BackupNow {
+            mode,
+            no_wait,
+            json,
+        } => {
+            let req = RunRequest {
+                mode: mode.map(Into::into),
+                wait: !no_wait,
+                what: "backup-now",
+            };
             let s = crate::backup::run::backup_now(&agent, &req, signals.as_ref()).await;
             if json {
                 println!("{}", serde_json::to_string(&s).unwrap_or_default());
@@ -202,27 +226,30 @@ pub async fn run(cli: Cli) -> i32 {
             s.exit_code()
         }
         Cmd::Status { .. } => crate::status::print(&agent, signals.as_ref(), status_json).await,
-        Cmd::Discover { json } => match crate::identity::discover(&agent.client, agent.cfg.guest.vmid, &agent.local).await {
-            Ok(id) => {
-                if json {
-                    println!("{}", serde_json::to_string(&id).unwrap_or_default());
-                } else {
-                    println!(
-                        "guest {} ({}) {} on node {}: {}",
-                        id.vmid,
-                        id.kind,
-                        id.name.as_deref().unwrap_or("-"),
-                        id.node,
-                        id.proof
-                    );
+        Cmd::Discover { json } => {
+            match crate::identity::discover(&agent.client, agent.cfg.guest.vmid, &agent.local).await
+            {
+                Ok(id) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&id).unwrap_or_default());
+                    } else {
+                        println!(
+                            "guest {} ({}) {} on node {}: {}",
+                            id.vmid,
+                            id.kind,
+                            id.name.as_deref().unwrap_or("-"),
+                            id.node,
+                            id.proof
+                        );
+                    }
+                    EXIT_OK
                 }
-                EXIT_OK
+                Err(e) => {
+                    eprintln!("felhom-agent: discover: {e}");
+                    EXIT_FAILED
+                }
             }
-            Err(e) => {
-                eprintln!("felhom-agent: discover: {e}");
-                EXIT_FAILED
-            }
-        },
+        }
         Cmd::CheckConfig => EXIT_OK,
     }
 }

@@ -5,7 +5,10 @@ use clap::Parser;
 fn main() {
     let cli = felhom_agent::cli::Cli::parse();
     felhom_agent::cli::init_logging();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("felhom-agent: cannot start the runtime: {e}");

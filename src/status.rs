@@ -20,7 +20,10 @@ pub async fn print(agent: &Agent, shutdown: &dyn Shutdown, as_json: bool) -> i32
         }
     };
     let journal = agent.dir.journal().load().ok().flatten();
-    let owed: Vec<String> = journal.as_ref().map(|j| j.posts_owed.clone()).unwrap_or_default();
+    let owed: Vec<String> = journal
+        .as_ref()
+        .map(|j| j.posts_owed.clone())
+        .unwrap_or_default();
     if as_json {
         let v = json!({
             "identity": state.identity,
@@ -35,13 +38,31 @@ pub async fn print(agent: &Agent, shutdown: &dyn Shutdown, as_json: bool) -> i32
         return crate::cli::EXIT_OK;
     }
     match &state.identity {
-        Some(i) => println!("guest {} ({:?}) {} on node {}", i.vmid, i.kind, i.name.as_deref().unwrap_or("-"), i.node),
+        Some(i) => println!(
+            "guest {} ({:?}) {} on node {}",
+            i.vmid,
+            i.kind,
+            i.name.as_deref().unwrap_or("-"),
+            i.node
+        ),
         None => println!("guest: not discovered yet (run `felhom-agent discover`)"),
     }
-    println!("last success: {}", state.last_success.map(rfc3339).unwrap_or_else(|| "never".into()));
+    println!(
+        "last success: {}",
+        state
+            .last_success
+            .map(rfc3339)
+            .unwrap_or_else(|| "never".into())
+    );
     println!("consecutive failures: {}", state.consecutive_failures);
     if let Some(p) = &state.pending {
-        println!("pending task: {} on {} ({}, started {})", p.upid, p.node, p.reason, rfc3339(p.started));
+        println!(
+            "pending task: {} on {} ({}, started {})",
+            p.upid,
+            p.node,
+            p.reason,
+            rfc3339(p.started)
+        );
     }
     if !owed.is_empty() {
         println!("post hooks owed: {}", owed.join(", "));
@@ -57,7 +78,10 @@ pub async fn print(agent: &Agent, shutdown: &dyn Shutdown, as_json: bool) -> i32
             format!("{:?}", r.result).to_lowercase(),
             r.mode,
             r.upid.as_deref().unwrap_or("-"),
-            r.error.as_deref().map(|e| format!("  {e}")).unwrap_or_default()
+            r.error
+                .as_deref()
+                .map(|e| format!("  {e}"))
+                .unwrap_or_default()
         );
     }
     crate::cli::EXIT_OK

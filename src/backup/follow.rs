@@ -63,7 +63,11 @@ pub async fn follow(
 ) -> Followed {
     let start = Instant::now();
     let secs = || start.elapsed().as_secs_f64();
-    let mut plan = PollPlan::new(0.0, opts.release_at_cp, opts.expected.map(|d| d.as_secs_f64()));
+    let mut plan = PollPlan::new(
+        0.0,
+        opts.release_at_cp,
+        opts.expected.map(|d| d.as_secs_f64()),
+    );
     let mut released = !opts.release_at_cp;
     if released && opts.detach_after_release {
         return Followed::Detached;
@@ -95,7 +99,9 @@ pub async fn follow(
                     }
                 }
             }
-            Err(e) if e.is_retryable() => tracing::warn!(error = %e, "reading the task log failed; will retry"),
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "reading the task log failed; will retry")
+            }
             Err(e) => return Followed::Lost(e),
         }
         if !released && scan.consistency_point().is_some() {
@@ -123,7 +129,9 @@ pub async fn follow(
                     return Followed::Stopped { status: st };
                 }
                 Ok(_) => {}
-                Err(e) if e.is_retryable() => tracing::warn!(error = %e, "reading the task status failed; will retry"),
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "reading the task status failed; will retry")
+                }
                 Err(e) => return Followed::Lost(e),
             }
         }
@@ -132,7 +140,8 @@ pub async fn follow(
         }
         let next = plan.next(secs());
         ask_status = next.ask_status;
-        let wait = Duration::from_secs_f64(next.wait).min(opts.task_timeout.saturating_sub(start.elapsed()));
+        let wait = Duration::from_secs_f64(next.wait)
+            .min(opts.task_timeout.saturating_sub(start.elapsed()));
         if shutdown.requested() {
             return Followed::Interrupted;
         }

@@ -19,7 +19,8 @@ use crate::pve::types::{TaskListEntry, TaskOutcome, TaskStart};
 use crate::pve::{ApiError, PveClient, Upid};
 use crate::quiesce::{HookSpec, OnError, QuiesceError, QuiesceEvent, Quiescer};
 use crate::state::{
-    GuestKind, JournalStep, LockError, LockInfo, PendingTask, RunKind, RunLock, RunRecord, RunResult, State, StateDir,
+    GuestKind, JournalStep, LockError, LockInfo, PendingTask, RunKind, RunLock, RunRecord,
+    RunResult, State, StateDir,
 };
 
 pub struct Agent {
@@ -93,7 +94,9 @@ pub fn now() -> i64 {
 }
 
 pub fn rfc3339(t: i64) -> String {
-    jiff::Timestamp::from_second(t).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::from_second(t)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 fn mode_of(m: BackupMode) -> Mode {
@@ -131,12 +134,19 @@ pub fn hook_specs(cfg: &Config) -> Vec<HookSpec> {
                 crate::config::OnError::Abort => OnError::Abort,
                 crate::config::OnError::Continue => OnError::Continue,
             },
-            shell: matches!(h.pre, Some(Command::Shell(_))) || matches!(h.post, Some(Command::Shell(_))),
+            shell: matches!(h.pre, Some(Command::Shell(_)))
+                || matches!(h.post, Some(Command::Shell(_))),
         })
         .collect()
 }
 
-fn hook_env(phase: &str, vmid: u32, node: &str, mode: &str, upid: Option<&str>) -> Vec<(String, String)> {
+fn hook_env(
+    phase: &str,
+    vmid: u32,
+    node: &str,
+    mode: &str,
+    upid: Option<&str>,
+) -> Vec<(String, String)> {
     let mut e = vec![
         ("FELHOM_PHASE".to_string(), phase.to_string()),
         ("FELHOM_VMID".to_string(), vmid.to_string()),
@@ -153,7 +163,10 @@ fn log_event(ev: &QuiesceEvent) {
     match ev {
         QuiesceEvent::PreStarting { hook } => tracing::info!(hook, "quiesce: running pre hook"),
         QuiesceEvent::PreSucceeded { hook, outcome, .. } => {
-            let ms = outcome.as_ref().map(|o| o.duration.as_millis()).unwrap_or(0);
+            let ms = outcome
+                .as_ref()
+                .map(|o| o.duration.as_millis())
+                .unwrap_or(0);
             tracing::info!(hook, ms, "quiesce: pre hook succeeded");
         }
         QuiesceEvent::PreFailed { hook, outcome, .. } => {
@@ -162,7 +175,11 @@ fn log_event(ev: &QuiesceEvent) {
         QuiesceEvent::PostStarting { hook } => tracing::info!(hook, "release: running post hook"),
         QuiesceEvent::PostFinished { hook, outcome } => {
             if outcome.success() {
-                tracing::info!(hook, ms = outcome.duration.as_millis() as u64, "release: post hook succeeded")
+                tracing::info!(
+                    hook,
+                    ms = outcome.duration.as_millis() as u64,
+                    "release: post hook succeeded"
+                )
             } else {
                 tracing::warn!(hook, status = %outcome.status, output = %outcome.output.trim_end(), "release: post hook failed")
             }
@@ -242,7 +259,12 @@ pub async fn backup_now(agent: &Agent, req: &RunRequest, shutdown: &dyn Shutdown
             return summary;
         }
     };
-    let mut ctx = Ctx { agent, state, summary, started };
+    let mut ctx = Ctx {
+        agent,
+        state,
+        summary,
+        started,
+    };
     // 1. Repair what a previous process left.
     match repair(&mut ctx, &mut lock, shutdown, true).await {
         Ok(Some(finished)) => {
@@ -261,7 +283,13 @@ pub async fn backup_now(agent: &Agent, req: &RunRequest, shutdown: &dyn Shutdown
     ctx.summary
 }
 
-async fn run_fresh(ctx: &mut Ctx<'_>, lock: &mut RunLock, req: &RunRequest, mode_cfg: BackupMode, shutdown: &dyn Shutdown) {
+async fn run_fresh(
+    ctx: &mut Ctx<'_>,
+    lock: &mut RunLock,
+    req: &RunRequest,
+    mode_cfg: BackupMode,
+    shutdown: &dyn Shutdown,
+) {
     let agent = ctx.agent;
     // 2. Identity.
     let id = match identity::discover(&agent.client, agent.cfg.guest.vmid, &agent.local).await {
@@ -289,7 +317,9 @@ async fn run_fresh(ctx: &mut Ctx<'_>, lock: &mut RunLock, req: &RunRequest, mode
     let hooks = hook_specs(&agent.cfg);
     let skip_hooks = mode == Mode::Stop && !agent.cfg.quiesce.in_stop_mode;
     if skip_hooks && !hooks.is_empty() {
-        tracing::info!("quiesce skipped: stop mode shuts the guest down (set quiesce.in-stop-mode = true to run hooks anyway)");
+        tracing::info!(
+            "quiesce skipped: stop mode shuts the guest down (set quiesce.in-stop-mode = true to run hooks anyway)"
+        );
     }
     let hooks: Vec<HookSpec> = if skip_hooks { Vec::new() } else { hooks };
     let mut journal = agent.dir.journal();
@@ -306,7 +336,10 @@ async fn run_fresh(ctx: &mut Ctx<'_>, lock: &mut RunLock, req: &RunRequest, mode
         let mut observer = |ev: QuiesceEvent| {
             log_event(&ev);
             if let QuiesceEvent::PreSucceeded { owed, .. } = &ev {
-                if let Err(e) = journal.record(JournalStep::QuiesceStarted { hooks_ran_pre: owed.clone(), post_owed: true }) {
+                if let Err(e) = journal.record(JournalStep::QuiesceStarted {
+                    hooks_ran_pre: owed.clone(),
+                    post_owed: true,
+                }) {
                     jerr = Some(e.to_string());
                 }
             }
@@ -318,7 +351,10 @@ async fn run_fresh(ctx: &mut Ctx<'_>, lock: &mut RunLock, req: &RunRequest, mode
         if let Err(e) = r {
             let msg = match &e {
                 QuiesceError::PreFailed { unwound, .. } => {
-                    format!("quiesce: {e}; the post hooks of {} hook(s) that had run were run again in reverse order", unwound.len())
+                    format!(
+                        "quiesce: {e}; the post hooks of {} hook(s) that had run were run again in reverse order",
+                        unwound.len()
+                    )
                 }
                 _ => format!("quiesce: {e}"),
             };
@@ -333,7 +369,16 @@ async fn run_fresh(ctx: &mut Ctx<'_>, lock: &mut RunLock, req: &RunRequest, mode
     let (upid, node) = match start_vzdump(agent, &id, mode_s, &mut journal).await {
         Ok(x) => x,
         Err(msg) => {
-            release(&mut q, &mut journal, &id, mode_s, None, quiesce_started, &mut window).await;
+            release(
+                &mut q,
+                &mut journal,
+                &id,
+                mode_s,
+                None,
+                quiesce_started,
+                &mut window,
+            )
+            .await;
             let _ = journal.clear();
             record_failure(ctx, Some(&id), &msg, None, window);
             return;
@@ -383,19 +428,44 @@ async fn run_fresh(ctx: &mut Ctx<'_>, lock: &mut RunLock, req: &RunRequest, mode
             &mut scan,
             shutdown,
             async || {
-                release(q, journal, id, mode_s, Some(&upid_s), quiesce_started, window).await;
+                release(
+                    q,
+                    journal,
+                    id,
+                    mode_s,
+                    Some(&upid_s),
+                    quiesce_started,
+                    window,
+                )
+                .await;
             },
             &mut stats,
         )
         .await
     };
-    tracing::debug!(requests = stats.requests, polls = stats.polls, "followed the task");
+    tracing::debug!(
+        requests = stats.requests,
+        polls = stats.polls,
+        "followed the task"
+    );
     // 6. Whatever happened: release what is still owed.
-    release(&mut q, &mut journal, &id, mode_s, Some(&upid_s), quiesce_started, &mut window).await;
+    release(
+        &mut q,
+        &mut journal,
+        &id,
+        mode_s,
+        Some(&upid_s),
+        quiesce_started,
+        &mut window,
+    )
+    .await;
     ctx.summary.quiesce_window_seconds = window;
     match followed {
         Followed::Stopped { status } => {
-            let exit = status.exitstatus.clone().unwrap_or_else(|| "unexpected status".into());
+            let exit = status
+                .exitstatus
+                .clone()
+                .unwrap_or_else(|| "unexpected status".into());
             finish_with(ctx, &id, &upid_s, &node, &exit, &scan, window);
             let _ = journal.clear();
         }
@@ -465,11 +535,21 @@ async fn release(
     };
     let report = q.post_all(&env, &mut observer).await;
     let _ = journal.record(JournalStep::Released);
-    *window = Some(report.window.unwrap_or_else(|| started.elapsed()).as_secs_f64());
+    *window = Some(
+        report
+            .window
+            .unwrap_or_else(|| started.elapsed())
+            .as_secs_f64(),
+    );
 }
 
 /// POST vzdump with only what a narrow token may send (§3); follows a migration once.
-async fn start_vzdump(agent: &Agent, id: &Identity, mode: &str, journal: &mut crate::state::Journal) -> Result<(Upid, String), String> {
+async fn start_vzdump(
+    agent: &Agent,
+    id: &Identity,
+    mode: &str,
+    journal: &mut crate::state::Journal,
+) -> Result<(Upid, String), String> {
     let b = &agent.cfg.backup;
     let mut form: Vec<(&str, String)> = vec![
         ("vmid", id.vmid.to_string()),
@@ -483,18 +563,31 @@ async fn start_vzdump(agent: &Agent, id: &Identity, mode: &str, journal: &mut cr
     if b.protected {
         form.push(("protected", "1".into()));
     }
-    let mut node = identity::current_node(&agent.client, id.vmid).await.map_err(|e| format!("resolving the node of guest {}: {e}", id.vmid))?;
+    let mut node = identity::current_node(&agent.client, id.vmid)
+        .await
+        .map_err(|e| format!("resolving the node of guest {}: {e}", id.vmid))?;
     for attempt in 0..2 {
-        let _ = journal.record(JournalStep::VzdumpRequested { at: now(), node: node.clone() });
-        let r: Result<TaskStart, ApiError> = agent.client.post_form(["nodes", node.as_str(), "vzdump"], &form).await;
+        let _ = journal.record(JournalStep::VzdumpRequested {
+            at: now(),
+            node: node.clone(),
+        });
+        let r: Result<TaskStart, ApiError> = agent
+            .client
+            .post_form(["nodes", node.as_str(), "vzdump"], &form)
+            .await;
         match r {
             Ok(TaskStart::Started(upid)) => {
-                let _ = journal.record(JournalStep::UpidReceived { upid: upid.to_string(), node: upid.node.clone() });
+                let _ = journal.record(JournalStep::UpidReceived {
+                    upid: upid.to_string(),
+                    node: upid.node.clone(),
+                });
                 let n = upid.node.clone();
                 return Ok((upid, n));
             }
             Ok(TaskStart::NoTask(answer)) => {
-                let now_node = identity::current_node(&agent.client, id.vmid).await.map_err(|e| format!("resolving the node of guest {}: {e}", id.vmid))?;
+                let now_node = identity::current_node(&agent.client, id.vmid)
+                    .await
+                    .map_err(|e| format!("resolving the node of guest {}: {e}", id.vmid))?;
                 if attempt == 0 && now_node != node {
                     tracing::warn!(from = %node, to = %now_node, "guest migrated; asking the new node");
                     node = now_node;
@@ -508,17 +601,35 @@ async fn start_vzdump(agent: &Agent, id: &Identity, mode: &str, journal: &mut cr
             Err(e) => return Err(format!("vzdump of guest {} on {node}: {e}", id.vmid)),
         }
     }
-    Err(format!("guest {} kept moving between nodes; nothing was backed up", id.vmid))
+    Err(format!(
+        "guest {} kept moving between nodes; nothing was backed up",
+        id.vmid
+    ))
 }
 
-fn finish_with(ctx: &mut Ctx<'_>, id: &Identity, upid: &str, node: &str, exit: &str, scan: &LogScan, window: Option<f64>) {
+fn finish_with(
+    ctx: &mut Ctx<'_>,
+    id: &Identity,
+    upid: &str,
+    node: &str,
+    exit: &str,
+    scan: &LogScan,
+    window: Option<f64>,
+) {
     let outcome = TaskOutcome::from_exitstatus(exit);
     let (result, error) = match &outcome {
         TaskOutcome::Ok => (RunResult::Ok, None),
         TaskOutcome::Warnings(_) => (RunResult::Warnings, None),
         TaskOutcome::Failed(_) => {
             let tail = scan.error_tail(5);
-            (RunResult::Failed, Some(format!("vzdump of guest {} ended with '{exit}': {}", id.vmid, tail.join(" | "))))
+            (
+                RunResult::Failed,
+                Some(format!(
+                    "vzdump of guest {} ended with '{exit}': {}",
+                    id.vmid,
+                    tail.join(" | ")
+                )),
+            )
         }
     };
     let warnings = match outcome {
@@ -555,7 +666,13 @@ fn finish_with(ctx: &mut Ctx<'_>, id: &Identity, upid: &str, node: &str, exit: &
     ctx.summary.quiesce_window_seconds = window;
 }
 
-fn record_failure(ctx: &mut Ctx<'_>, id: Option<&Identity>, msg: &str, upid: Option<&str>, window: Option<f64>) {
+fn record_failure(
+    ctx: &mut Ctx<'_>,
+    id: Option<&Identity>,
+    msg: &str,
+    upid: Option<&str>,
+    window: Option<f64>,
+) {
     let finished = now();
     let rec = RunRecord {
         kind: RunKind::Backup,
@@ -578,19 +695,48 @@ fn record_failure(ctx: &mut Ctx<'_>, id: Option<&Identity>, msg: &str, upid: Opt
 
 /// Repairs a previous process's leftovers. `wait`: follow a pending task to its end (backup-now,
 /// daemon) or only look once (status). Returns the summary of a finished earlier backup.
-async fn repair(ctx: &mut Ctx<'_>, lock: &mut RunLock, shutdown: &dyn Shutdown, wait: bool) -> Result<Option<Summary>, String> {
+async fn repair(
+    ctx: &mut Ctx<'_>,
+    lock: &mut RunLock,
+    shutdown: &dyn Shutdown,
+    wait: bool,
+) -> Result<Option<Summary>, String> {
     let agent = ctx.agent;
     let mut journal = agent.dir.journal();
-    let js = journal.resume().map_err(|e| format!("cannot read the crash journal: {e}"))?;
-    let mut pending: Option<(String, String, i64)> = ctx.state.pending.as_ref().map(|p| (p.upid.clone(), p.node.clone(), p.started));
+    let js = journal
+        .resume()
+        .map_err(|e| format!("cannot read the crash journal: {e}"))?;
+    let mut pending: Option<(String, String, i64)> = ctx
+        .state
+        .pending
+        .as_ref()
+        .map(|p| (p.upid.clone(), p.node.clone(), p.started));
     if let Some(js) = &js {
         if !js.posts_owed.is_empty() {
-            let specs: Vec<HookSpec> = hook_specs(&agent.cfg).into_iter().filter(|h| js.posts_owed.contains(&h.name)).collect();
-            let missing: Vec<&String> = js.posts_owed.iter().filter(|n| !specs.iter().any(|s| &s.name == *n)).collect();
+            let specs: Vec<HookSpec> = hook_specs(&agent.cfg)
+                .into_iter()
+                .filter(|h| js.posts_owed.contains(&h.name))
+                .collect();
+            let missing: Vec<&String> = js
+                .posts_owed
+                .iter()
+                .filter(|n| !specs.iter().any(|s| &s.name == *n))
+                .collect();
             let mut q = Quiescer::resume(specs);
             let vmid = ctx.state.identity.as_ref().map(|i| i.vmid).unwrap_or(0);
-            let node = ctx.state.identity.as_ref().map(|i| i.node.clone()).unwrap_or_default();
-            let env = hook_env("post", vmid, &node, &ctx.summary.mode, js.pending_upid.as_ref().map(|(u, _)| u.as_str()));
+            let node = ctx
+                .state
+                .identity
+                .as_ref()
+                .map(|i| i.node.clone())
+                .unwrap_or_default();
+            let env = hook_env(
+                "post",
+                vmid,
+                &node,
+                &ctx.summary.mode,
+                js.pending_upid.as_ref().map(|(u, _)| u.as_str()),
+            );
             let mut observer = |ev: QuiesceEvent| {
                 log_event(&ev);
                 if let QuiesceEvent::PostFinished { hook, .. } = &ev {
@@ -600,11 +746,15 @@ async fn repair(ctx: &mut Ctx<'_>, lock: &mut RunLock, shutdown: &dyn Shutdown, 
             let report = q.post_all(&env, &mut observer).await;
             let _ = journal.record(JournalStep::Released);
             let ran: Vec<&str> = report.outcomes.iter().map(|(n, _)| n.as_str()).collect();
-            let note = format!("ran post hooks owed by an interrupted run: {}", ran.join(", "));
+            let note = format!(
+                "ran post hooks owed by an interrupted run: {}",
+                ran.join(", ")
+            );
             tracing::warn!("{note}");
             ctx.summary.repaired.push(note);
             if !missing.is_empty() {
-                let note = format!("post hooks owed but no longer configured (not run): {missing:?}");
+                let note =
+                    format!("post hooks owed but no longer configured (not run): {missing:?}");
                 tracing::error!("{note}");
                 ctx.summary.repaired.push(note);
             }
@@ -613,10 +763,17 @@ async fn repair(ctx: &mut Ctx<'_>, lock: &mut RunLock, shutdown: &dyn Shutdown, 
             pending = Some((u.clone(), n.clone(), js.started));
         } else if let Some(req) = &js.requested_without_upid {
             // The process died between POST and the UPID: find the task in the list.
-            let vmid = ctx.state.identity.as_ref().map(|i| i.vmid).or(agent.cfg.guest.vmid);
+            let vmid = ctx
+                .state
+                .identity
+                .as_ref()
+                .map(|i| i.vmid)
+                .or(agent.cfg.guest.vmid);
             match find_task(&agent.client, &req.node, vmid, req.at).await {
                 Some(u) => {
-                    ctx.summary.repaired.push(format!("found the vzdump task started before a crash: {u}"));
+                    ctx.summary
+                        .repaired
+                        .push(format!("found the vzdump task started before a crash: {u}"));
                     pending = Some((u, req.node.clone(), js.started));
                 }
                 None => {
@@ -628,7 +785,10 @@ async fn repair(ctx: &mut Ctx<'_>, lock: &mut RunLock, shutdown: &dyn Shutdown, 
                     ctx.summary.repaired.push(msg.clone());
                     ctx.started = js.started;
                     record_failure(ctx, None, &msg, None, None);
-                    ctx.summary = Summary { result: "failed".into(), ..ctx.summary.clone() };
+                    ctx.summary = Summary {
+                        result: "failed".into(),
+                        ..ctx.summary.clone()
+                    };
                 }
             }
         }
@@ -637,14 +797,22 @@ async fn repair(ctx: &mut Ctx<'_>, lock: &mut RunLock, shutdown: &dyn Shutdown, 
         let _ = journal.clear();
         return Ok(None);
     };
-    let upid: Upid = upid_s.parse().map_err(|e| format!("pending task id {upid_s:?} is not a UPID: {e}"))?;
+    let upid: Upid = upid_s
+        .parse()
+        .map_err(|e| format!("pending task id {upid_s:?} is not a UPID: {e}"))?;
     let _ = lock.set_upid(&upid_s);
     ctx.started = started;
     ctx.summary.started = rfc3339(started);
     ctx.summary.upid = Some(upid_s.clone());
     ctx.summary.node = Some(node.clone());
     ctx.summary.vmid = upid.vmid().or(ctx.summary.vmid);
-    if let Some(r) = ctx.state.runs.iter().rev().find(|r| r.upid.as_deref() == Some(&upid_s)) {
+    if let Some(r) = ctx
+        .state
+        .runs
+        .iter()
+        .rev()
+        .find(|r| r.upid.as_deref() == Some(&upid_s))
+    {
         ctx.summary.mode = r.mode.clone();
     }
     let note = format!("reattached to {upid_s} (started {})", rfc3339(started));
@@ -665,12 +833,25 @@ async fn repair(ctx: &mut Ctx<'_>, lock: &mut RunLock, shutdown: &dyn Shutdown, 
         guest,
         mode,
         release_at_cp: false,
-        task_timeout: if wait { agent.cfg.backup.task_timeout } else { Duration::ZERO },
+        task_timeout: if wait {
+            agent.cfg.backup.task_timeout
+        } else {
+            Duration::ZERO
+        },
         expected: None,
         detach_after_release: false,
     };
     let mut stats = FollowStats::default();
-    let followed = follow(&agent.client, &upid, &opts, &mut scan, shutdown, async || {}, &mut stats).await;
+    let followed = follow(
+        &agent.client,
+        &upid,
+        &opts,
+        &mut scan,
+        shutdown,
+        async || {},
+        &mut stats,
+    )
+    .await;
     let id = Identity {
         vmid: ctx.summary.vmid.unwrap_or(0),
         node: node.clone(),
@@ -683,25 +864,43 @@ async fn repair(ctx: &mut Ctx<'_>, lock: &mut RunLock, shutdown: &dyn Shutdown, 
     };
     match followed {
         Followed::Stopped { status } => {
-            let exit = status.exitstatus.clone().unwrap_or_else(|| "unexpected status".into());
-            let window = ctx.state.runs.iter().rev().find(|r| r.upid.as_deref() == Some(&upid_s)).and_then(|r| r.quiesce_window_seconds);
+            let exit = status
+                .exitstatus
+                .clone()
+                .unwrap_or_else(|| "unexpected status".into());
+            if let Some(m) = scan.logged_mode() {
+                ctx.summary.mode = m.to_string();
+            }
+            let window = ctx
+                .state
+                .runs
+                .iter()
+                .rev()
+                .find(|r| r.upid.as_deref() == Some(&upid_s))
+                .and_then(|r| r.quiesce_window_seconds);
             // An earlier "timed out"/"interrupted" record for this UPID is superseded by the real end.
             finish_with(ctx, &id, &upid_s, &node, &exit, &scan, window);
             let _ = journal.clear();
             Ok(Some(ctx.summary.clone()))
         }
-        Followed::Lost(e) => {
-            Err(format!("cannot follow the pending task {upid_s}: {e}"))
-        }
+        Followed::Lost(e) => Err(format!("cannot follow the pending task {upid_s}: {e}")),
         _ if !wait => Ok(None),
-        Followed::TimedOut => Err(format!("the pending task {upid_s} is still running after the task timeout")),
-        Followed::Interrupted | Followed::Detached => Err(format!("interrupted while waiting for the pending task {upid_s}")),
+        Followed::TimedOut => Err(format!(
+            "the pending task {upid_s} is still running after the task timeout"
+        )),
+        Followed::Interrupted | Followed::Detached => Err(format!(
+            "interrupted while waiting for the pending task {upid_s}"
+        )),
     }
 }
 
 /// `GET /nodes/{node}/tasks?typefilter=vzdump&vmid=N&source=all`: our task started at or after `at`.
 async fn find_task(client: &PveClient, node: &str, vmid: Option<u32>, at: i64) -> Option<String> {
-    let mut q: Vec<(&str, String)> = vec![("typefilter", "vzdump".into()), ("source", "all".into()), ("since", (at - 60).to_string())];
+    let mut q: Vec<(&str, String)> = vec![
+        ("typefilter", "vzdump".into()),
+        ("source", "all".into()),
+        ("since", (at - 60).to_string()),
+    ];
     if let Some(v) = vmid {
         q.push(("vmid", v.to_string()));
     }
@@ -709,7 +908,9 @@ async fn find_task(client: &PveClient, node: &str, vmid: Option<u32>, at: i64) -
     let me = client.token_id().to_string();
     list.into_iter()
         .filter(|t| t.starttime >= at - 5)
-        .filter(|t| t.user == me || format!("{}!{}", t.user, t.tokenid.clone().unwrap_or_default()) == me)
+        .filter(|t| {
+            t.user == me || format!("{}!{}", t.user, t.tokenid.clone().unwrap_or_default()) == me
+        })
         .min_by_key(|t| t.starttime)
         .map(|t| t.upid)
 }
@@ -737,7 +938,12 @@ pub async fn reconcile(agent: &Agent, shutdown: &dyn Shutdown) -> Result<Vec<Str
         error: None,
         repaired: Vec::new(),
     };
-    let mut ctx = Ctx { agent, state, summary, started };
+    let mut ctx = Ctx {
+        agent,
+        state,
+        summary,
+        started,
+    };
     repair(&mut ctx, &mut lock, shutdown, false).await?;
     Ok(ctx.summary.repaired)
 }

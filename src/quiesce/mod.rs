@@ -277,7 +277,19 @@ impl Quiescer {
             match hook.on_error {
                 OnError::Continue => report.continued_failures.push(hook.name.clone()),
                 OnError::Abort => {
-                    let unwound = self.post_all(env, observer).await.outcomes;
+                    // The unwinding posts run as posts: FELHOM_PHASE=post.
+                    let post_env: Vec<(String, String)> = env
+                        .iter()
+                        .map(|(k, v)| {
+                            let v = if k == "FELHOM_PHASE" {
+                                "post".to_string()
+                            } else {
+                                v.clone()
+                            };
+                            (k.clone(), v)
+                        })
+                        .collect();
+                    let unwound = self.post_all(&post_env, observer).await.outcomes;
                     return Err(QuiesceError::PreFailed {
                         hook: hook.name.clone(),
                         status: outcome.status,

@@ -27,7 +27,12 @@ pub struct Run {
 impl Run {
     pub fn json(&self) -> serde_json::Value {
         let line = self.stdout.lines().last().unwrap_or("");
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
@@ -43,20 +48,34 @@ impl Env {
     pub async fn start(guest: Guest, speed: f64, patch: impl Fn(String) -> String) -> Env {
         let text = patch(BASIC.replace("clock-speed = 1.0", &format!("clock-speed = {speed}")));
         let sc = Scenario::parse(&text).expect("scenario");
-        let sim = Sim::start(&sc, "127.0.0.1:0".parse().unwrap()).await.expect("sim");
+        let sim = Sim::start(&sc, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("sim");
         let dir = std::env::temp_dir().join(format!(
             "felhom-agent-test-{}-{}",
             std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
         ));
         std::fs::create_dir_all(dir.join("state")).unwrap();
         let (secret, tokenid, mac, uuid) = match guest {
-            Guest::Qemu101 => (SECRET101, "felhom101@pve!agent", "bc:24:11:aa:bb:01", Some("5B0F8D3E-3C57-4A8E-9D7B-0C1C2A3E4F51")),
+            Guest::Qemu101 => (
+                SECRET101,
+                "felhom101@pve!agent",
+                "bc:24:11:aa:bb:01",
+                Some("5B0F8D3E-3C57-4A8E-9D7B-0C1C2A3E4F51"),
+            ),
             Guest::Lxc103 => (SECRET103, "felhom103@pve!agent", "bc:24:11:cc:dd:03", None),
         };
         fake_sysfs(&dir.join("sys"), mac, uuid);
         write_secret(&dir.join("token"), secret);
-        let env = Env { sim, dir, secret: secret.to_string() };
+        let env = Env {
+            sim,
+            dir,
+            secret: secret.to_string(),
+        };
         env.write_config(&env.config_text(tokenid, ""));
         env
     }
@@ -106,22 +125,32 @@ timeout = "10s"
     }
 
     pub fn marker(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("marker")).unwrap_or_default().lines().map(str::to_string).collect()
+        std::fs::read_to_string(self.dir.join("marker"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_felhom-agent"));
-        c.arg("--config").arg(self.dir.join("config.toml")).args(args);
+        c.arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .args(args);
         c.env("FELHOM_AGENT_SYSFS_ROOT", self.dir.join("sys"));
         c.env("FELHOM_LOG", "debug");
-        c.env_remove("FELHOM_AGENT_CONFIG").env_remove("CREDENTIALS_DIRECTORY").env_remove("STATE_DIRECTORY");
+        c.env_remove("FELHOM_AGENT_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("STATE_DIRECTORY");
         c
     }
 
     /// Runs the agent to completion off the async runtime (the simulator keeps serving).
     pub async fn run(&self, args: &[&str]) -> Run {
         let mut c = self.command(args);
-        let out: Output = tokio::task::spawn_blocking(move || c.output().expect("run agent")).await.unwrap();
+        let out: Output = tokio::task::spawn_blocking(move || c.output().expect("run agent"))
+            .await
+            .unwrap();
         let r = Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -143,16 +172,25 @@ timeout = "10s"
         assert!(!r.stderr.contains(&self.secret), "secret in stderr");
         for e in std::fs::read_dir(self.dir.join("state")).unwrap().flatten() {
             let body = std::fs::read(e.path()).unwrap_or_default();
-            assert!(!String::from_utf8_lossy(&body).contains(&self.secret), "secret in {}", e.path().display());
+            assert!(
+                !String::from_utf8_lossy(&body).contains(&self.secret),
+                "secret in {}",
+                e.path().display()
+            );
         }
     }
 
     pub fn state(&self) -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(self.dir.join("state/state.json")).unwrap()).unwrap()
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("state/state.json")).unwrap())
+            .unwrap()
     }
 
     pub fn posts(&self, template: &str) -> Vec<pve_sim::RequestRecord> {
-        self.sim.requests().into_iter().filter(|r| r.method == "POST" && r.template.as_deref() == Some(template)).collect()
+        self.sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.template.as_deref() == Some(template))
+            .collect()
     }
 }
 

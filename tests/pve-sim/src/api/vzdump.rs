@@ -352,8 +352,10 @@ fn guest_script(
     };
     let stop_running = mode == "stop" && running;
     // Where the archive step starts and the consistency point falls, per mode and type.
+    // A stop-mode shutdown starts a moment after the worker does (header lines, `qm shutdown`).
+    let shut_at = 1.0;
     let (arch_at, cp_at) = match (kind, mode.as_str()) {
-        (_, "stop") if stop_running => (sd, sd),
+        (_, "stop") if stop_running => (shut_at + sd, shut_at + sd),
         (GuestKind::Lxc, "suspend") => (cp, cp),
         _ => (0.0, cp),
     };
@@ -412,10 +414,7 @@ fn guest_script(
             }
             let archive = archive_line(w, &job, kind, vmid, start);
             match (kind, mode.as_str()) {
-                (_, "stop") if g.running() => {
-                    w.log(upid, "INFO: stopping virtual guest");
-                    w.event("guest-shutdown", Some(vmid), Some(upid), "vzdump stop mode");
-                }
+                (_, "stop") if g.running() => {}
                 (GuestKind::Qemu, "suspend") => {
                     w.log(upid, "INFO: suspending guest");
                     w.guests.get_mut(&vmid).expect("exists").lock = Some("backup".into());
@@ -446,12 +445,23 @@ fn guest_script(
         let f = failed_here.clone();
         move || *f.lock().expect("flag")
     };
-    // Stop mode: the guest is down after `sd`.
+    // Stop mode: the shutdown begins at `shut_at`; the guest is down `sd` later.
     if stop_running {
+        let skip0 = skip.clone();
+        script.push((
+            base + shut_at,
+            Box::new(move |w: &mut World, upid: &str| {
+                if !skip0() {
+                    w.log(upid, "INFO: stopping virtual guest");
+                    w.event("guest-shutdown", Some(vmid), Some(upid), "vzdump stop mode");
+                }
+                StepResult::Continue
+            }),
+        ));
         let skip = skip.clone();
         let job = job.clone();
         script.push((
-            base + sd,
+            base + shut_at + sd,
             Box::new(move |w: &mut World, upid: &str| {
                 if skip() {
                     return StepResult::Continue;

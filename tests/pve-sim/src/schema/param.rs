@@ -163,7 +163,11 @@ pub(crate) fn compile_perl(perl: &str) -> Result<Regex, String> {
     // limit is lifted so the result does not depend on which regex-automata features another
     // crate in the build happens to enable (more engines → more NFAs built).
     Regex::builder()
-        .configure(Regex::config().nfa_size_limit(None).hybrid_cache_capacity(1 << 20))
+        .configure(
+            Regex::config()
+                .nfa_size_limit(None)
+                .hybrid_cache_capacity(1 << 20),
+        )
         .build(&out)
         .map_err(|e| format!("cannot compile pattern '{perl}': {e}"))
 }

@@ -231,6 +231,11 @@ async fn stop_mode_shuts_the_guest_down_as_a_hookable_event_and_starts_it_again(
         .await
         .data();
     let upid = upid.as_str().unwrap().to_string();
+    assert!(
+        h.sim.events().iter().all(|e| e.kind != "guest-shutdown"),
+        "the shutdown starts a moment after the worker"
+    );
+    h.advance(1.0);
     let ev = h
         .sim
         .wait_event(Duration::from_secs(5), |e| {
