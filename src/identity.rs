@@ -134,17 +134,17 @@ pub fn verify(
     config: &GuestConfig,
     local: &LocalFacts,
 ) -> Result<String, String> {
-    if kind == GuestType::Qemu {
-        if let (Some(want), Some(have)) = (config.smbios_uuid(), local.product_uuid.as_deref()) {
-            let want = want.to_ascii_lowercase();
-            return if want == have {
-                Ok(format!("SMBIOS UUID {have} matches smbios1 of VM {vmid}"))
-            } else {
-                Err(format!(
-                    "this machine is not VM {vmid}: its SMBIOS UUID is {have}, but VM {vmid}'s smbios1 uuid is {want}; the token or [guest] vmid belongs to another guest"
-                ))
-            };
-        }
+    if kind == GuestType::Qemu
+        && let (Some(want), Some(have)) = (config.smbios_uuid(), local.product_uuid.as_deref())
+    {
+        let want = want.to_ascii_lowercase();
+        return if want == have {
+            Ok(format!("SMBIOS UUID {have} matches smbios1 of VM {vmid}"))
+        } else {
+            Err(format!(
+                "this machine is not VM {vmid}: its SMBIOS UUID is {have}, but VM {vmid}'s smbios1 uuid is {want}; the token or [guest] vmid belongs to another guest"
+            ))
+        };
     }
     let theirs: Vec<String> = config.net_interfaces().into_iter().map(|n| n.mac).collect();
     if theirs.is_empty() {

@@ -116,13 +116,13 @@ pub async fn follow(
             match client.task_status(upid).await {
                 Ok(st) if st.status == crate::pve::types::TaskState::Stopped => {
                     // Read whatever the log still holds after the TASK line race.
-                    if !task_line_seen {
-                        if let Ok(log) = client.task_log(upid, scan.len() as u64, 5000).await {
-                            stats.requests += 1;
-                            for l in log.lines {
-                                if l.n as usize > scan.len() {
-                                    scan.push(&l.t);
-                                }
+                    if !task_line_seen
+                        && let Ok(log) = client.task_log(upid, scan.len() as u64, 5000).await
+                    {
+                        stats.requests += 1;
+                        for l in log.lines {
+                            if l.n as usize > scan.len() {
+                                scan.push(&l.t);
                             }
                         }
                     }

@@ -335,13 +335,13 @@ async fn run_fresh(
         let mut jerr = None;
         let mut observer = |ev: QuiesceEvent| {
             log_event(&ev);
-            if let QuiesceEvent::PreSucceeded { owed, .. } = &ev {
-                if let Err(e) = journal.record(JournalStep::QuiesceStarted {
+            if let QuiesceEvent::PreSucceeded { owed, .. } = &ev
+                && let Err(e) = journal.record(JournalStep::QuiesceStarted {
                     hooks_ran_pre: owed.clone(),
                     post_owed: true,
-                }) {
-                    jerr = Some(e.to_string());
-                }
+                })
+            {
+                jerr = Some(e.to_string());
             }
         };
         let r = q.pre_all(&hooks, &env, &mut observer).await;
