@@ -46,14 +46,46 @@ pub struct FollowStats {
     pub polls: u32,
 }
 
+/// Time as the follower sees it: seconds on a monotonic clock and a way to wait. Production uses
+/// [`RealClock`]; the API-economy benchmark drives the simulator's clock through it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> f64;
+    fn sleep(&self, d: Duration) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+}
+
+pub struct RealClock(Instant);
+
+impl RealClock {
+    pub fn new() -> RealClock {
+        RealClock(Instant::now())
+    }
+}
+
+impl Default for RealClock {
+    fn default() -> Self {
+        RealClock::new()
+    }
+}
+
+impl Clock for RealClock {
+    fn now(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+    fn sleep(&self, d: Duration) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(tokio::time::sleep(d))
+    }
+}
+
 /// Something that resolves when the agent must stop (SIGINT/SIGTERM).
 pub trait Shutdown: Send + Sync {
     fn requested(&self) -> bool;
     fn wait(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn follow(
     client: &PveClient,
+    clock: &dyn Clock,
     upid: &Upid,
     opts: &FollowOpts,
     scan: &mut LogScan,
@@ -61,8 +93,9 @@ pub async fn follow(
     mut on_release: impl AsyncFnMut(),
     stats: &mut FollowStats,
 ) -> Followed {
-    let start = Instant::now();
-    let secs = || start.elapsed().as_secs_f64();
+    let start = clock.now();
+    let secs = || clock.now() - start;
+    let elapsed = || Duration::from_secs_f64(secs().max(0.0));
     let mut plan = PollPlan::new(
         0.0,
         opts.release_at_cp,
@@ -135,18 +168,18 @@ pub async fn follow(
                 Err(e) => return Followed::Lost(e),
             }
         }
-        if start.elapsed() >= opts.task_timeout {
+        if elapsed() >= opts.task_timeout {
             return Followed::TimedOut;
         }
         let next = plan.next(secs());
         ask_status = next.ask_status;
         let wait = Duration::from_secs_f64(next.wait)
-            .min(opts.task_timeout.saturating_sub(start.elapsed()));
+            .min(opts.task_timeout.saturating_sub(elapsed()));
         if shutdown.requested() {
             return Followed::Interrupted;
         }
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = clock.sleep(wait) => {}
             _ = shutdown.wait() => return Followed::Interrupted,
         }
     }

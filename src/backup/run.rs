@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::follow::{FollowOpts, FollowStats, Followed, Shutdown, follow};
+use super::follow::{FollowOpts, FollowStats, Followed, RealClock, Shutdown, follow};
 use super::logscan::{GuestType, LogScan, Mode};
 use crate::config::{BackupMode, Config, Release};
 use crate::identity::{self, Identity, LocalFacts};
@@ -423,6 +423,7 @@ async fn run_fresh(
         let upid_s = upid_s.clone();
         follow(
             &agent.client,
+            &RealClock::new(),
             &upid,
             &opts,
             &mut scan,
@@ -844,6 +845,7 @@ async fn repair(
     let mut stats = FollowStats::default();
     let followed = follow(
         &agent.client,
+        &RealClock::new(),
         &upid,
         &opts,
         &mut scan,
