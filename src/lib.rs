@@ -11,5 +11,6 @@ pub mod identity;
 pub mod pve;
 pub mod quiesce;
 pub mod schedule;
+pub mod selfcheck;
 pub mod state;
 pub mod status;
