@@ -7,4 +7,6 @@ pub mod config;
 pub mod identity;
 pub mod pve;
 pub mod quiesce;
+pub mod retention;
+pub mod snapshots;
 pub mod state;
