@@ -159,7 +159,14 @@ pub(crate) fn compile_perl(perl: &str) -> Result<Regex, String> {
         i += 1;
     }
     // `(?:` after a flag reset with no flags is what `(?^:` became; `(?` + `:` is valid Rust.
-    Regex::new(&out).map_err(|e| format!("cannot compile pattern '{perl}': {e}"))
+    // No NFA size limit: when another crate in the build enables regex-automata's `dfa-build`
+    // (tracing-subscriber's env-filter does, in felhom-agent's tests), the meta engine also
+    // compiles a reverse NFA, and Unicode classes like `[\w\d\s]{0,256}` exceed the default
+    // limit there ("error building NFA").
+    Regex::builder()
+        .configure(Regex::config().nfa_size_limit(None))
+        .build(&out)
+        .map_err(|e| format!("cannot compile pattern '{perl}': {e}"))
 }
 
 impl ParamSchema {
