@@ -160,11 +160,9 @@ fn zoned(ts: i64, tz: &TimeZone) -> Option<Zoned> {
 }
 
 fn bucket(rule: Rule, ts: i64, tz: &TimeZone) -> Bucket {
-    if rule == Rule::Last {
-        return Bucket::Raw(ts);
-    }
-    let Some(z) = zoned(ts, tz) else {
-        return Bucket::Raw(ts);
+    let z = match (rule, zoned(ts, tz)) {
+        (Rule::Last, _) | (_, None) => return Bucket::Raw(ts),
+        (_, Some(z)) => z,
     };
     let (y, m, d, h) = (
         i64::from(z.year()),
@@ -173,7 +171,6 @@ fn bucket(rule: Rule, ts: i64, tz: &TimeZone) -> Bucket {
         i64::from(z.hour()),
     );
     Bucket::Civil(match rule {
-        Rule::Last => unreachable!("handled above"),
         Rule::Hourly => [y, m, d, h],
         Rule::Daily => [y, m, d, 0],
         Rule::Weekly => {
@@ -181,7 +178,8 @@ fn bucket(rule: Rule, ts: i64, tz: &TimeZone) -> Bucket {
             [iso.year().into(), iso.week().into(), 0, 0]
         }
         Rule::Monthly => [y, m, 0, 0],
-        Rule::Yearly => [y, 0, 0, 0],
+        // keep-last returned above
+        Rule::Last | Rule::Yearly => [y, 0, 0, 0],
     })
 }
 

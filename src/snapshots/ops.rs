@@ -99,11 +99,6 @@ pub async fn create(
     let upid = parse_upid(&call, &raw)?;
     Ok(
         match poll_task(client, &upid, &settings.waits, sleeper).await? {
-            TaskEnd::Stopped(o) if o.is_success() => CreateOutcome::Created {
-                name,
-                upid: raw,
-                exitstatus: outcome_text(&o),
-            },
             TaskEnd::Stopped(TaskOutcome::Failed(e)) => match locked_by(&e) {
                 // The lock was taken between our check and the task: the same "skipped".
                 Some(l) => CreateOutcome::Skipped(skipped(guest, &l, lock.waited_secs)),
@@ -113,7 +108,11 @@ pub async fn create(
                     error: e,
                 },
             },
-            TaskEnd::Stopped(_) => unreachable!("successful outcomes are handled above"),
+            TaskEnd::Stopped(o) => CreateOutcome::Created {
+                name,
+                upid: raw,
+                exitstatus: outcome_text(&o),
+            },
             TaskEnd::TimedOut => CreateOutcome::Failed {
                 name,
                 upid: Some(raw),
