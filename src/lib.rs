@@ -1,7 +1,7 @@
 //! felhom-agent: makes a Proxmox VE guest back itself up with a least-privilege API token.
 //!
-//! Modules are cut by domain; pure logic (UPID parsing, schedule maths, log scanning, poll
-//! planning, config validation) is free of I/O.
+//! Modules are cut by domain; pure logic (UPID parsing, schedule maths, retention planning,
+//! permission analysis, log scanning, poll planning, config validation) is free of I/O.
 
 pub mod backup;
 pub mod cli;
@@ -10,7 +10,9 @@ pub mod health;
 pub mod identity;
 pub mod pve;
 pub mod quiesce;
+pub mod retention;
 pub mod schedule;
 pub mod selfcheck;
+pub mod snapshots;
 pub mod state;
 pub mod status;
