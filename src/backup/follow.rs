@@ -50,7 +50,10 @@ pub struct FollowStats {
 /// [`RealClock`]; the API-economy benchmark drives the simulator's clock through it.
 pub trait Clock: Send + Sync {
     fn now(&self) -> f64;
-    fn sleep(&self, d: Duration) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+    fn sleep(
+        &self,
+        d: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
 }
 
 pub struct RealClock(Instant);
@@ -71,7 +74,10 @@ impl Clock for RealClock {
     fn now(&self) -> f64 {
         self.0.elapsed().as_secs_f64()
     }
-    fn sleep(&self, d: Duration) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    fn sleep(
+        &self,
+        d: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(tokio::time::sleep(d))
     }
 }
@@ -173,8 +179,8 @@ pub async fn follow(
         }
         let next = plan.next(secs());
         ask_status = next.ask_status;
-        let wait = Duration::from_secs_f64(next.wait)
-            .min(opts.task_timeout.saturating_sub(elapsed()));
+        let wait =
+            Duration::from_secs_f64(next.wait).min(opts.task_timeout.saturating_sub(elapsed()));
         if shutdown.requested() {
             return Followed::Interrupted;
         }

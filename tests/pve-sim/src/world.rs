@@ -189,6 +189,9 @@ pub struct World {
     pub fault_seq: u64,
     /// SHA-256 fingerprint of the served certificate (for `/nodes` and certificate info).
     pub fingerprint: String,
+    /// While a script step runs: how late it runs against its scheduled time, so events carry
+    /// the simulated instant they were due at, not the tick that noticed them.
+    step_lag: f64,
 }
 
 impl World {
@@ -340,6 +343,7 @@ impl World {
             next_pstart: 0x0085_BFF8,
             fault_seq: 0,
             fingerprint: String::new(),
+            step_lag: 0.0,
         })
     }
 
@@ -357,7 +361,7 @@ impl World {
         let seq = self.events.len() as u64 + 1;
         self.events.push(SimEvent {
             seq,
-            time: self.clock.now(),
+            time: self.clock.now() - self.step_lag,
             kind: kind.into(),
             vmid,
             upid: upid.map(str::to_string),
@@ -441,7 +445,7 @@ impl World {
     /// Ends a task: writes the TASK line (except for `unexpected status`), releases a held vzdump
     /// lock, records the event.
     pub fn finish_task(&mut self, upid: &str, exitstatus: String) {
-        let now = self.clock.epoch();
+        let now = (self.clock.now() - self.step_lag).floor() as i64;
         let Some(t) = self.task_mut(upid) else { return };
         if !t.running() {
             return;
@@ -550,17 +554,21 @@ impl World {
                 Some((at, _)) if *at <= t.elapsed + 1e-9 => {}
                 _ => return,
             }
-            let (_, step) = t.script.pop_front().expect("checked front");
-            match step(self, &upid) {
+            let (at, step) = t.script.pop_front().expect("checked front");
+            self.step_lag = (t.elapsed - at).max(0.0);
+            let result = step(self, &upid);
+            let lag = std::mem::take(&mut self.step_lag);
+            match result {
                 StepResult::Continue => {}
                 StepResult::Finish(status) => {
+                    self.step_lag = lag;
                     self.finish_task(&upid, status);
+                    self.step_lag = 0.0;
                     return;
                 }
             }
         }
     }
-
     pub fn record_request(&mut self, mut rec: RequestRecord) -> u64 {
         rec.seq = self.requests.len() as u64 + 1;
         rec.time = self.clock.now();
