@@ -218,3 +218,83 @@ async fn second_run_while_one_runs_is_busy_exit_3() {
     first.kill().unwrap();
     let _ = first.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_timeout_releases_records_and_keeps_the_upid_pending() {
+    let env = Env::start(Guest::Qemu101, 1.0, |s| {
+        s.replace("duration = 20.0", "duration = 3600.0")
+    })
+    .await;
+    let text = env
+        .config_text("felhom101@pve!agent", &env.hook("app"))
+        .replace("task-timeout = \"2m\"", "task-timeout = \"3s\"");
+    env.write_config(&text);
+    let r = env.run(&["backup-now", "--json"]).await;
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let j = r.json();
+    let upid = j["upid"].as_str().unwrap().to_string();
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("timed out waiting for {upid}")),
+        "{j}"
+    );
+    assert!(
+        env.marker().iter().any(|l| l.starts_with("app-post")),
+        "owed post hooks ran"
+    );
+    let st = env.state();
+    assert_eq!(st["pending"]["upid"], upid.as_str());
+    assert_eq!(st["pending"]["reason"], "timed out");
+    assert_eq!(st["runs"][0]["result"], "failed");
+    // Later the task ends; the next start records how it really ended.
+    env.sim.advance(4000.0);
+    let r = env.run(&["status", "--json"]).await;
+    let j = r.json();
+    assert!(j["pending"].is_null(), "{j}");
+    assert_eq!(j["runs"][0]["upid"], upid.as_str());
+    assert_eq!(j["runs"][0]["result"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_polling_releases_and_persists_the_pending_task() {
+    let env = Env::start(Guest::Qemu101, 1.0, |s| {
+        s.replace("duration = 20.0", "duration = 3600.0")
+    })
+    .await;
+    env.write_config(
+        &env.config_text("felhom101@pve!agent", &env.hook("app"))
+            .replace("[state]", "[quiesce]\nrelease = \"task-end\"\n\n[state]"),
+    );
+    let child = env.spawn(&["backup-now", "--json"]);
+    env.sim
+        .wait_event(std::time::Duration::from_secs(20), |e| e.kind == "fs-thaw")
+        .await
+        .expect("running");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !env.marker().iter().any(|l| l.starts_with("app-post")),
+        "task-end release: still quiesced"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let t0 = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "exits promptly"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        env.marker().iter().any(|l| l.starts_with("app-post")),
+        "post hooks ran before exiting"
+    );
+    let st = env.state();
+    assert_eq!(st["pending"]["reason"], "agent stopped");
+    assert!(
+        env.sim.world().tasks.iter().any(|t| t.running()),
+        "the task goes on without us"
+    );
+}

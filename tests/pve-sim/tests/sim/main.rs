@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod binary;
 mod cluster;
 mod faults;
 mod perms;
