@@ -167,7 +167,8 @@ fn log_event(ev: &QuiesceEvent) {
                 .as_ref()
                 .map(|o| o.duration.as_millis())
                 .unwrap_or(0);
-            tracing::info!(hook, ms, "quiesce: pre hook succeeded");
+            let output = outcome.as_ref().map(|o| o.output.trim_end()).unwrap_or("");
+            tracing::info!(hook, ms, output, "quiesce: pre hook succeeded");
         }
         QuiesceEvent::PreFailed { hook, outcome, .. } => {
             tracing::warn!(hook, status = %outcome.status, output = %outcome.output.trim_end(), "quiesce: pre hook failed")
@@ -178,6 +179,7 @@ fn log_event(ev: &QuiesceEvent) {
                 tracing::info!(
                     hook,
                     ms = outcome.duration.as_millis() as u64,
+                    output = %outcome.output.trim_end(),
                     "release: post hook succeeded"
                 )
             } else {
@@ -366,6 +368,28 @@ async fn run_fresh(
     // 4. vzdump on the guest's current node (re-resolved right before the call).
     let release_at_cp = !hooks.is_empty() && agent.cfg.quiesce.release == Release::ConsistencyPoint;
     let mut window: Option<f64> = None;
+    if shutdown.requested() {
+        // Stopped during quiesce: start nothing new, undo the quiesce, exit.
+        release(
+            &mut q,
+            &mut journal,
+            &id,
+            mode_s,
+            None,
+            quiesce_started,
+            &mut window,
+        )
+        .await;
+        let _ = journal.clear();
+        record_failure(
+            ctx,
+            Some(&id),
+            "interrupted before vzdump was requested; nothing was started",
+            None,
+            window,
+        );
+        return;
+    }
     let (upid, node) = match start_vzdump(agent, &id, mode_s, &mut journal).await {
         Ok(x) => x,
         Err(msg) => {
@@ -764,12 +788,19 @@ async fn repair(
             pending = Some((u.clone(), n.clone(), js.started));
         } else if let Some(req) = &js.requested_without_upid {
             // The process died between POST and the UPID: find the task in the list.
-            let vmid = ctx
+            let known = ctx
                 .state
                 .identity
                 .as_ref()
                 .map(|i| i.vmid)
                 .or(agent.cfg.guest.vmid);
+            let vmid = match known {
+                Some(v) => Some(v),
+                None => identity::discover(&agent.client, None, &agent.local)
+                    .await
+                    .ok()
+                    .map(|i| i.vmid),
+            };
             match find_task(&agent.client, &req.node, vmid, req.at).await {
                 Some(u) => {
                     ctx.summary

@@ -129,3 +129,73 @@ async fn crash_during_quiesce_runs_owed_posts_on_next_start() {
         "slow's pre never finished: its post is not owed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_post_and_upid_finds_the_task_in_the_task_list() {
+    // The simulator's clock must agree with the guest's for the task-list time window.
+    let env = Env::start(Guest::Qemu101, 20.0, |s| {
+        s.replace("start-time = 1795000000", "# now")
+    })
+    .await;
+    let now = jiff::Timestamp::now().as_second();
+    // What a process killed right after POST vzdump leaves: the request journaled, no UPID.
+    let dir = felhom_agent::state::StateDir::open(env.dir.join("state")).unwrap();
+    let mut j = dir.journal();
+    j.begin("crashed-run", now).unwrap();
+    j.record(felhom_agent::state::JournalStep::VzdumpRequested {
+        at: now,
+        node: "pve1".into(),
+    })
+    .unwrap();
+    // …and the vzdump it did start on PVE.
+    let client = felhom_agent::pve::PveClient::new(felhom_agent::pve::ClientSettings {
+        base_url: env.sim.url(),
+        token_id: "felhom101@pve!agent".into(),
+        secret: SECRET101.into(),
+        fingerprint: Some(
+            felhom_agent::pve::tls::parse_fingerprint(&env.sim.fingerprint()).unwrap(),
+        ),
+        ca_pem: None,
+        timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+    })
+    .unwrap();
+    let form = [
+        ("vmid", "101".to_string()),
+        ("storage", "pbs-main".to_string()),
+    ];
+    let started: felhom_agent::pve::types::TaskStart = client
+        .post_form(["nodes", "pve1", "vzdump"], &form)
+        .await
+        .unwrap();
+    let felhom_agent::pve::types::TaskStart::Started(upid) = started else {
+        panic!("no task")
+    };
+    let r = env.run(&["backup-now", "--json"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let j = r.json();
+    assert_eq!(j["upid"], upid.to_string().as_str(), "{j}");
+    assert!(
+        j["repaired"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("found the vzdump task started before a crash")),
+        "{j}"
+    );
+    assert_eq!(
+        env.posts("/nodes/{node}/vzdump").len(),
+        1,
+        "no second vzdump"
+    );
+    let lists: Vec<_> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.template.as_deref() == Some("/nodes/{node}/tasks"))
+        .collect();
+    assert_eq!(
+        lists[0].params.get("typefilter").map(String::as_str),
+        Some("vzdump")
+    );
+    assert_eq!(lists[0].params.get("vmid").map(String::as_str), Some("101"));
+}
