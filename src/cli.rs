@@ -58,6 +58,14 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run the daemon: scheduled backups, health endpoint, systemd notifications.
+    Run,
+    /// Print the next scheduled fire times (local time and UTC) and this guest's splay.
+    NextRuns {
+        /// How many fire times.
+        #[arg(short = 'n', value_name = "N", default_value_t = 5)]
+        n: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -194,6 +202,10 @@ pub async fn run(cli: Cli) -> i32 {
         println!("config ok");
         return EXIT_OK;
     }
+    if let Cmd::NextRuns { n } = cli.cmd {
+        return crate::daemon::next_runs(&cfg, n);
+    }
+    let config_path = config::resolve_path(cli.config.as_deref());
     let status_json = matches!(cli.cmd, Cmd::Status { json: true });
     let agent = match build_agent(cfg) {
         Ok(a) => a,
@@ -250,6 +262,7 @@ pub async fn run(cli: Cli) -> i32 {
                 }
             }
         }
-        Cmd::CheckConfig => EXIT_OK,
+        Cmd::Run => crate::daemon::run(agent, config_path, signals).await,
+        Cmd::CheckConfig | Cmd::NextRuns { .. } => EXIT_OK,
     }
 }

@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod health;
 pub mod identity;
 pub mod pve;

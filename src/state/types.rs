@@ -33,6 +33,10 @@ pub struct State {
     pub last_success: Option<i64>,
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// Epoch seconds of the scheduled fire time the daemon last ran or recorded as missed
+    /// (the input of `schedule::plan`); written only under the run lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled: Option<i64>,
     /// Fields written by a newer build; preserved verbatim on save.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -47,6 +51,7 @@ impl Default for State {
             pending: None,
             last_success: None,
             consecutive_failures: 0,
+            last_scheduled: None,
             extra: serde_json::Map::new(),
         }
     }
