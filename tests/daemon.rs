@@ -395,6 +395,12 @@ async fn catch_up_run_at_start_shows_in_status_and_metrics() {
         "{m}"
     );
     assert!(m.contains("felhom_backup_last_success_timestamp_seconds "));
+    let api_ok: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("felhom_pve_requests_total{result=\"ok\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(api_ok >= 5, "the run's API requests are counted: {m}");
     assert_eq!(env.vzdumps(), 1);
     assert_eq!(env.state()["last_scheduled"], latest.as_second());
     // STATUS lines: running, then idle with the next fire time in UTC.

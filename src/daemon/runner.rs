@@ -178,11 +178,15 @@ impl Daemon {
         }
         let st = loaded.state;
         let new = records::new_records(self.seen.as_ref(), &st.runs);
+        let requests = self.agent.client.request_counts();
         self.health.update(|v| {
             for r in &new {
                 v.record_run(r);
             }
             v.apply_state(&st);
+            // This process's API requests (HTTP attempts, retries included), by result.
+            v.counters.pve_requests.ok = requests.ok;
+            v.counters.pve_requests.error = requests.error;
             if let (Some(job), Some(p)) = (v.current_job.as_mut(), st.pending.as_ref())
                 && p.started >= job.started
             {
