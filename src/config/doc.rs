@@ -1,25 +1,31 @@
 //! Builds a [`Config`] from TOML text by walking toml's spanned document tree.
+//! Typed access to one table is [`Section`] (in `section`).
 //!
 //! Invariants: keys are checked against [`KEYS`] before any value is read, so the first error
 //! reported is the first unknown key in document order; value errors point at the value, missing
 //! keys at their section header (or 1:1 when the section is absent), unknown keys at the key.
+//!
+//! The sections of the agent's periodic jobs (`[backup.retention]`, `[snapshots]`,
+//! `[self-check]`) are built in [`jobs`].
+
+mod jobs;
+mod section;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::values::{
-    check_storage_id, check_token_id, parse_duration, parse_fingerprint, parse_schedule, parse_url,
-};
+use super::values::{check_storage_id, check_token_id, check_vmid, parse_fingerprint, parse_url};
 use super::{
-    BackupConfig, BackupMode, Command, Compress, Config, ConfigError, GuestConfig, HealthConfig,
-    Hook, KEYS, OnError, PveConfig, QuiesceConfig, Release, StateConfig,
+    BackupConfig, BackupMode, Command, Compress, Config, ConfigError, DEFAULT_BACKUP_SCHEDULE,
+    GuestConfig, HealthConfig, Hook, KEYS, OnError, PveConfig, QuiesceConfig, Release, StateConfig,
 };
+use section::Section;
 
 type Span = Range<usize>;
 type Val<'i> = Spanned<DeValue<'i>>;
@@ -42,11 +48,14 @@ pub fn build(text: &str, path: &Path) -> Result<Config, ConfigError> {
             .table(name)?
             .unwrap_or_else(|| Section::empty(&ctx, name.to_owned())))
     };
+    let guest = build_guest(&section("guest")?)?;
     Ok(Config {
         pve: build_pve(&section("pve")?)?,
-        guest: build_guest(&section("guest")?)?,
         backup: build_backup(&section("backup")?)?,
         quiesce: build_quiesce(&section("quiesce")?)?,
+        snapshots: jobs::build_snapshots(&section("snapshots")?)?,
+        self_check: jobs::build_self_check(&section("self-check")?, guest.vmid)?,
+        guest,
         state: StateConfig {
             dir: section("state")?.abs_path("dir")?,
         },
@@ -91,18 +100,7 @@ fn build_pve(s: &Section<'_, '_>) -> Result<PveConfig, ConfigError> {
 fn build_guest(s: &Section<'_, '_>) -> Result<GuestConfig, ConfigError> {
     let vmid = match s.integer("vmid")? {
         None => None,
-        Some((n, span)) => Some(
-            u32::try_from(n)
-                .ok()
-                .filter(|n| (100..=999_999_999).contains(n))
-                .ok_or_else(|| {
-                    s.err_at(
-                        "vmid",
-                        span,
-                        format!("VMID {n} is out of range: expected 100 to 999999999"),
-                    )
-                })?,
-        ),
+        Some((n, span)) => Some(check_vmid(n).map_err(|m| s.err_at("vmid", span, m))?),
     };
     Ok(GuestConfig { vmid })
 }
@@ -157,11 +155,7 @@ fn build_backup(s: &Section<'_, '_>) -> Result<BackupConfig, ConfigError> {
             Ok(v.to_owned())
         }
     })?;
-    let schedule = match s.string("schedule")? {
-        None => Some(parse_schedule("0 2 * * *").map_err(|m| s.err_at("schedule", 0..0, m))?),
-        Some(("", _)) => None,
-        Some((v, span)) => Some(parse_schedule(v).map_err(|m| s.err_at("schedule", span, m))?),
-    };
+    let schedule = s.schedule("schedule", DEFAULT_BACKUP_SCHEDULE)?;
     let timezone = s.parsed("timezone", |v| {
         jiff::tz::TimeZone::get(v).map_err(|e| {
             format!(
@@ -181,6 +175,7 @@ fn build_backup(s: &Section<'_, '_>) -> Result<BackupConfig, ConfigError> {
         timezone,
         splay: s.duration("splay", Duration::from_secs(15 * 60), false)?,
         catch_up: s.duration("catch-up", Duration::from_secs(12 * 3600), false)?,
+        retention: jobs::build_retention(s, "backups")?,
     })
 }
 
@@ -395,248 +390,4 @@ fn distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
-}
-
-/// One table of the document with its keys already checked against the schema.
-struct Section<'a, 'i> {
-    ctx: &'a Ctx<'a>,
-    /// Dotted display name ("" for the root, "quiesce.hooks[0]" for an array entry).
-    name: String,
-    /// Where "missing key" errors point.
-    span: Span,
-    entries: Vec<(&'a str, Span, &'a Val<'i>)>,
-}
-
-impl<'a, 'i> Section<'a, 'i> {
-    fn open(
-        ctx: &'a Ctx<'a>,
-        name: String,
-        schema: &str,
-        span: Span,
-        table: &'a DeTable<'i>,
-    ) -> Result<Self, ConfigError> {
-        let mut entries: Vec<(&'a str, Span, &'a Val<'i>)> = table
-            .iter()
-            .map(|(k, v)| (k.get_ref().as_ref(), k.span(), v))
-            .collect();
-        entries.sort_by_key(|(_, span, _)| span.start);
-        let allowed = children(schema);
-        let section = Self {
-            ctx,
-            name,
-            span,
-            entries,
-        };
-        if let Some((key, span, value)) =
-            section.entries.iter().find(|(k, ..)| !allowed.contains(k))
-        {
-            let what = if schema.is_empty() && matches!(value.get_ref(), DeValue::Table(_)) {
-                "section"
-            } else {
-                "key"
-            };
-            let hint = allowed
-                .iter()
-                .map(|a| (distance(key, a), a))
-                .filter(|(d, a)| *d <= 2.max(a.len() / 3))
-                .min()
-                .map_or(String::new(), |(_, a)| format!(" (did you mean {a:?}?)"));
-            return Err(section.err_at(
-                key,
-                span.clone(),
-                format!(
-                    "unknown {what} {key:?}{hint}; valid {what}s here: {}",
-                    allowed.join(", ")
-                ),
-            ));
-        }
-        Ok(section)
-    }
-
-    fn empty(ctx: &'a Ctx<'a>, name: String) -> Self {
-        Self {
-            ctx,
-            name,
-            span: 0..0,
-            entries: Vec::new(),
-        }
-    }
-
-    fn key(&self, key: &str) -> String {
-        if self.name.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}.{key}", self.name)
-        }
-    }
-
-    fn err_at(&self, key: &str, span: Span, message: impl Into<String>) -> ConfigError {
-        self.ctx.invalid(self.key(key), span, message)
-    }
-
-    fn missing(&self, key: &str, message: &str) -> ConfigError {
-        self.err_at(key, self.span.clone(), message)
-    }
-
-    fn required<T>(&self, key: &str, value: Option<T>, what: &str) -> Result<T, ConfigError> {
-        value.ok_or_else(|| self.missing(key, &format!("missing required key: {what}")))
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Val<'i>> {
-        self.entries
-            .iter()
-            .find(|(k, ..)| *k == key)
-            .map(|(_, _, v)| *v)
-    }
-
-    fn wrong_type(&self, key: &str, v: &Val<'_>, expected: &str) -> ConfigError {
-        self.err_at(
-            key,
-            v.span(),
-            format!("expected {expected}, found {}", v.get_ref().type_str()),
-        )
-    }
-
-    fn table(&self, key: &str) -> Result<Option<Section<'a, 'i>>, ConfigError> {
-        let Some((_, key_span, v)) = self.entries.iter().find(|(k, ..)| *k == key) else {
-            return Ok(None);
-        };
-        match v.get_ref() {
-            DeValue::Table(t) => {
-                let schema = self.key(key);
-                Section::open(self.ctx, schema.clone(), &schema, key_span.clone(), t).map(Some)
-            }
-            _ => Err(self.wrong_type(key, v, &format!("a table ([{}])", self.key(key)))),
-        }
-    }
-
-    fn array_of_tables(&self, key: &str) -> Result<Vec<Section<'a, 'i>>, ConfigError> {
-        let Some(v) = self.get(key) else {
-            return Ok(Vec::new());
-        };
-        let expected = format!("an array of tables ([[{}]])", self.key(key));
-        let DeValue::Array(items) = v.get_ref() else {
-            return Err(self.wrong_type(key, v, &expected));
-        };
-        let schema = self.key(key);
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item.get_ref() {
-                DeValue::Table(t) => {
-                    Section::open(self.ctx, format!("{schema}[{i}]"), &schema, item.span(), t)
-                }
-                _ => Err(self.wrong_type(&format!("{key}[{i}]"), item, "a table")),
-            })
-            .collect()
-    }
-
-    fn string(&self, key: &str) -> Result<Option<(&'a str, Span)>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => match v.get_ref() {
-                DeValue::String(s) => Ok(Some((s.as_ref(), v.span()))),
-                _ => Err(self.wrong_type(key, v, "a string")),
-            },
-        }
-    }
-
-    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => match v.get_ref() {
-                DeValue::Boolean(b) => Ok(Some(*b)),
-                _ => Err(self.wrong_type(key, v, "true or false")),
-            },
-        }
-    }
-
-    fn integer(&self, key: &str) -> Result<Option<(i64, Span)>, ConfigError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => match v.get_ref() {
-                DeValue::Integer(n) => i64::from_str_radix(n.as_str(), n.radix())
-                    .map(|n| Some((n, v.span())))
-                    .map_err(|_| self.err_at(key, v.span(), "integer out of range")),
-                _ => Err(self.wrong_type(key, v, "an integer")),
-            },
-        }
-    }
-
-    fn string_array(&self, key: &str) -> Result<Option<(Vec<String>, Span)>, ConfigError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        let DeValue::Array(items) = v.get_ref() else {
-            return Err(self.wrong_type(key, v, "an array of strings"));
-        };
-        let strings = items
-            .iter()
-            .map(|item| match item.get_ref() {
-                DeValue::String(s) => Ok(s.to_string()),
-                _ => Err(self.wrong_type(key, item, "a string")),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Some((strings, v.span())))
-    }
-
-    /// A string value run through `f`; `f`'s message is reported at the value.
-    fn parsed<T>(
-        &self,
-        key: &str,
-        f: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, ConfigError> {
-        match self.string(key)? {
-            None => Ok(None),
-            Some((s, span)) => f(s).map(Some).map_err(|m| self.err_at(key, span, m)),
-        }
-    }
-
-    fn choice<T: Copy>(
-        &self,
-        key: &str,
-        choices: &[(&str, T)],
-        default: T,
-    ) -> Result<T, ConfigError> {
-        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-        let value = self.parsed(key, |v| {
-            choices
-                .iter()
-                .find(|(n, _)| *n == v)
-                .map(|(_, t)| *t)
-                .ok_or_else(|| {
-                    format!(
-                        "unknown variant {v:?}, expected one of {}",
-                        names.join(", ")
-                    )
-                })
-        })?;
-        Ok(value.unwrap_or(default))
-    }
-
-    fn duration(
-        &self,
-        key: &str,
-        default: Duration,
-        positive: bool,
-    ) -> Result<Duration, ConfigError> {
-        let d = self.parsed(key, |v| {
-            let d = parse_duration(v)?;
-            if positive && d.is_zero() {
-                return Err(format!("duration {v:?} must be greater than zero"));
-            }
-            Ok(d)
-        })?;
-        Ok(d.unwrap_or(default))
-    }
-
-    fn abs_path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
-        self.parsed(key, |v| {
-            if v.starts_with('/') {
-                Ok(PathBuf::from(v))
-            } else {
-                Err(format!("path {v:?} must be absolute (start with /)"))
-            }
-        })
-    }
 }

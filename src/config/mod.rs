@@ -10,6 +10,10 @@
 //! * TLS fails closed: `pve.url` must be https and at least one of `pve.fingerprint` /
 //!   `pve.ca-file` is required;
 //! * the token secret lives only in [`Secret`], which never prints or serialises its content.
+//! * a `[backup.retention]` / `[snapshots.retention]` table that is present has at least one
+//!   keep-* above 0 (keeping everything is written by leaving the table out, so `keep-last = 0`
+//!   is never mistaken for "keep none"); `snapshots.prefix` and `snapshots.description` are
+//!   always accepted by [`crate::snapshots::SnapshotSettings::new`].
 //!
 //! [`parse`] is pure; [`load`], [`load_secret`] and [`read_secret_file`] do file I/O.
 
@@ -28,6 +32,10 @@ use std::time::Duration;
 pub use error::ConfigError;
 pub use secret::{Secret, load_secret, read_secret_file};
 
+/// `[backup.retention]` / `[snapshots.retention]`: keep-* counts, each ≥ 0 (0 = option unused).
+/// The same type the retention planner takes ([`crate::retention::Policy`]).
+pub use crate::retention::Policy as RetentionPolicy;
+
 /// Where the configuration is read from when neither `--config` nor the environment says.
 pub const DEFAULT_PATH: &str = "/etc/felhom-agent/config.toml";
 /// Environment variable overriding [`DEFAULT_PATH`] (the CLI `--config` beats it).
@@ -36,6 +44,16 @@ pub const CONFIG_ENV: &str = "FELHOM_AGENT_CONFIG";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/felhom-agent";
 /// Name of the systemd credential holding the token secret when `pve.token-secret-file` is unset.
 pub const PVE_TOKEN_CREDENTIAL: &str = "pve-token";
+/// `backup.schedule` when the key is absent.
+pub const DEFAULT_BACKUP_SCHEDULE: &str = "0 2 * * *";
+/// `self-check.schedule` when the key is absent: every 6 hours.
+pub const DEFAULT_SELF_CHECK_SCHEDULE: &str = "0 */6 * * *";
+/// `snapshots.prefix` when the key is absent.
+pub const DEFAULT_SNAPSHOT_PREFIX: &str = "felhom";
+/// `snapshots.description` when the key is absent (the snapshot module's ownership marker).
+pub const DEFAULT_SNAPSHOT_MARKER: &str = crate::snapshots::DEFAULT_MARKER;
+/// Longest `snapshots.description` marker, in characters.
+pub const MAX_SNAPSHOT_MARKER_LEN: usize = 128;
 
 /// Every configuration key as a dotted path, in documentation order. Array-of-table members are
 /// listed without an index (`quiesce.hooks.pre`). This list drives unknown-key rejection.
@@ -57,6 +75,12 @@ pub const KEYS: &[&str] = &[
     "backup.timezone",
     "backup.splay",
     "backup.catch-up",
+    "backup.retention.keep-last",
+    "backup.retention.keep-hourly",
+    "backup.retention.keep-daily",
+    "backup.retention.keep-weekly",
+    "backup.retention.keep-monthly",
+    "backup.retention.keep-yearly",
     "quiesce.release",
     "quiesce.in-stop-mode",
     "quiesce.hooks.name",
@@ -65,6 +89,20 @@ pub const KEYS: &[&str] = &[
     "quiesce.hooks.timeout",
     "quiesce.hooks.on-error",
     "quiesce.hooks.shell",
+    "snapshots.schedule",
+    "snapshots.prefix",
+    "snapshots.vmstate",
+    "snapshots.description",
+    "snapshots.quiesce",
+    "snapshots.retention.keep-last",
+    "snapshots.retention.keep-hourly",
+    "snapshots.retention.keep-daily",
+    "snapshots.retention.keep-weekly",
+    "snapshots.retention.keep-monthly",
+    "snapshots.retention.keep-yearly",
+    "self-check.schedule",
+    "self-check.foreign-vmids",
+    "self-check.on-violation",
     "state.dir",
     "health.listen",
     "health.bearer-token-file",
@@ -130,6 +168,8 @@ pub struct Config {
     pub guest: GuestConfig,
     pub backup: BackupConfig,
     pub quiesce: QuiesceConfig,
+    pub snapshots: SnapshotsConfig,
+    pub self_check: SelfCheckConfig,
     pub state: StateConfig,
     pub health: HealthConfig,
 }
@@ -193,6 +233,11 @@ pub struct BackupConfig {
     pub splay: Duration,
     /// A run missed by at most this much is made up at start-up. Default 12h; 0 disables.
     pub catch_up: Duration,
+    /// `[backup.retention]`: the agent prunes this guest's backups with it (through
+    /// `prunebackups`, never vzdump's `prune-backups`) after each successful backup. `None` when
+    /// the table is absent (nothing is pruned by the agent). Never [`RetentionPolicy::keeps_all`]:
+    /// a table without any positive keep-* is rejected.
+    pub retention: Option<RetentionPolicy>,
 }
 
 /// vzdump `mode`.
@@ -301,6 +346,58 @@ pub enum Command {
 pub enum OnError {
     Abort,
     Continue,
+}
+
+/// `[snapshots]`: the agent's own rolling PVE snapshots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotsConfig {
+    /// `None` (the default, also for `""`) disables snapshots.
+    pub schedule: Option<Schedule>,
+    /// Snapshot names are `<prefix>-<timestamp>`: starts with an ASCII letter, then letters,
+    /// digits, `-`, `_`; at most [`crate::snapshots::naming::MAX_PREFIX_LEN`] (23) characters.
+    /// Default [`DEFAULT_SNAPSHOT_PREFIX`].
+    pub prefix: String,
+    /// qemu only: include the RAM state. Default false.
+    pub vmstate: bool,
+    /// Ownership marker written into each snapshot's description: non-empty (not only
+    /// whitespace), one line, no control characters, at most [`MAX_SNAPSHOT_MARKER_LEN`]
+    /// characters. Default [`DEFAULT_SNAPSHOT_MARKER`].
+    pub description: String,
+    /// Run the `[[quiesce.hooks]]` around snapshots too. Default false.
+    pub quiesce: bool,
+    /// `[snapshots.retention]`; all zero (the table absent) keeps every snapshot. A present table
+    /// without any positive keep-* is rejected.
+    pub retention: RetentionPolicy,
+}
+
+/// `[self-check]`: the periodic 403 self-check / least-privilege audit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelfCheckConfig {
+    /// `None` when disabled with `""`. Default [`DEFAULT_SELF_CHECK_SCHEDULE`].
+    pub schedule: Option<Schedule>,
+    /// Extra VMIDs to probe as foreign: each 100..=999999999, unique, never `guest.vmid`.
+    /// Default empty.
+    pub foreign_vmids: Vec<u32>,
+    pub on_violation: OnViolation,
+}
+
+/// What a failed self-check does to the agent's scheduled work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnViolation {
+    /// Report it (log, status, health); scheduled work goes on. The default.
+    Report,
+    /// Also stop scheduled mutating work (backups, snapshots, pruning) until a check passes.
+    Refuse,
+}
+
+impl OnViolation {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Report => "report",
+            Self::Refuse => "refuse",
+        }
+    }
 }
 
 /// `[state]`.

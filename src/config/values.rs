@@ -1,12 +1,70 @@
 //! Pure parsers for single configuration values (durations, fingerprints, token ids, URLs, cron
-//! schedules, PVE identifiers).
+//! schedules, PVE identifiers, snapshot prefixes and markers).
 //!
 //! Each returns the validated value or a message saying what is valid. Messages never repeat a
 //! value that may contain a secret (a token id with `=` in it is not echoed).
 
 use std::time::Duration;
 
-use super::Schedule;
+use super::{MAX_SNAPSHOT_MARKER_LEN, Schedule};
+use crate::snapshots::naming::MAX_PREFIX_LEN;
+
+/// A guest VMID: 100 to 999999999 (PVE's `pve-vmid`).
+pub fn check_vmid(n: i64) -> Result<u32, String> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (100..=999_999_999).contains(n))
+        .ok_or_else(|| format!("VMID {n} is out of range: expected 100 to 999999999"))
+}
+
+/// `snapshots.prefix`: an ASCII letter, then letters, digits, `-` or `_`, at most
+/// [`MAX_PREFIX_LEN`] characters, so `<prefix>-YYYYMMDDtHHMMSSz` is a valid PVE snapshot name
+/// (`pve-configid`, at most 40 characters).
+pub fn check_snapshot_prefix(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(
+            "must not be empty: snapshots are named <prefix>-YYYYMMDDtHHMMSSz, e.g. \
+             prefix = \"felhom\""
+                .into(),
+        );
+    }
+    let len = s.chars().count();
+    if len > MAX_PREFIX_LEN {
+        return Err(format!(
+            "prefix {s:?} is {len} characters long: at most {MAX_PREFIX_LEN}, so that \
+             <prefix>-YYYYMMDDtHHMMSSz fits PVE's 40-character snapshot names"
+        ));
+    }
+    let mut chars = s.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) {
+        return Err(format!(
+            "prefix {s:?} must start with a letter and contain only letters, digits, '-' and \
+             '_' (PVE snapshot names)"
+        ));
+    }
+    Ok(())
+}
+
+/// `snapshots.description`: the ownership marker. Non-empty (not only whitespace), one line, no
+/// control characters, at most [`MAX_SNAPSHOT_MARKER_LEN`] characters.
+pub fn check_snapshot_marker(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("must not be empty: it is how the agent recognises its own snapshots".into());
+    }
+    if s.contains(['\n', '\r']) {
+        return Err("must be a single line".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if s.chars().count() > MAX_SNAPSHOT_MARKER_LEN {
+        return Err(format!(
+            "is longer than {MAX_SNAPSHOT_MARKER_LEN} characters"
+        ));
+    }
+    Ok(())
+}
 
 /// Parses a humane duration: one or more `<integer><unit>` groups, units `d`, `h`, `m`, `s`, each
 /// at most once and largest first ("30s", "2m", "6h", "1h30m", "1d"). `"0s"` is accepted; callers

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::values::{parse_duration, parse_fingerprint, parse_schedule};
 use super::*;
 
+mod jobs;
 mod secrets;
 use secrets::TempDir;
 
@@ -79,6 +80,27 @@ fn example_config_parses_with_expected_values() {
     assert_eq!(c.health.bearer_token_file, None);
     assert_eq!(c.health.max_backup_age, Duration::from_secs(26 * 3600));
     assert_eq!(c.health.max_consecutive_failures, 2);
+    assert_eq!(c.backup.retention, None);
+    assert_eq!(c.snapshots.schedule, None);
+    assert_eq!(c.snapshots.prefix, "felhom");
+    assert!(!c.snapshots.vmstate);
+    assert_eq!(c.snapshots.description, "[felhom-agent]");
+    assert!(!c.snapshots.quiesce);
+    assert_eq!(
+        c.snapshots.retention,
+        RetentionPolicy {
+            keep_last: 3,
+            keep_hourly: 24,
+            keep_daily: 7,
+            ..RetentionPolicy::default()
+        }
+    );
+    assert_eq!(
+        c.self_check.schedule.as_ref().map(Schedule::fields),
+        Some(["0", "*/6", "*", "*", "*"])
+    );
+    assert_eq!(c.self_check.foreign_vmids, Vec::<u32>::new());
+    assert_eq!(c.self_check.on_violation, OnViolation::Report);
 }
 
 /// `#key = value` lines in the example are optional settings; uncommented, the file must still
@@ -130,6 +152,20 @@ fn example_with_optional_settings_enabled_parses_and_covers_every_key() {
         c.health.bearer_token_file,
         Some(PathBuf::from("/etc/felhom-agent/health-token"))
     );
+    assert_eq!(
+        c.backup.retention,
+        Some(RetentionPolicy {
+            keep_last: 3,
+            keep_daily: 7,
+            keep_weekly: 4,
+            ..RetentionPolicy::default()
+        })
+    );
+    assert_eq!(
+        c.snapshots.retention.to_property_string(),
+        "keep-last=3,keep-hourly=24,keep-daily=7"
+    );
+    assert_eq!(c.self_check.foreign_vmids, vec![200, 305]);
 
     let root = toml::de::DeTable::parse(&text).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -161,8 +197,17 @@ fn example_with_optional_settings_enabled_parses_and_covers_every_key() {
 #[test]
 fn documented_keys_are_dotted_and_unique() {
     let keys = documented_keys();
-    assert_eq!(keys.len(), 30);
-    assert!(keys.contains(&"backup.mode") && keys.contains(&"quiesce.hooks.pre"));
+    assert_eq!(keys.len(), 50);
+    for key in [
+        "backup.mode",
+        "quiesce.hooks.pre",
+        "backup.retention.keep-yearly",
+        "snapshots.retention.keep-last",
+        "snapshots.description",
+        "self-check.foreign-vmids",
+    ] {
+        assert!(keys.contains(&key), "{key}");
+    }
     let mut dedup = keys.clone();
     dedup.sort();
     dedup.dedup();
@@ -242,7 +287,7 @@ fn unknown_key_is_rejected_with_its_name_and_a_hint() {
         err(&min("mdoe = \"stop\"\n")),
         "/etc/felhom-agent/config.toml:7:1: backup.mdoe: unknown key \"mdoe\" (did you mean \
          \"mode\"?); valid keys here: storage, mode, compress, notes-template, protected, \
-         task-timeout, schedule, timezone, splay, catch-up"
+         task-timeout, schedule, timezone, splay, catch-up, retention"
     );
     // The first unknown key in document order is reported.
     let e = err(&min("zzz = 1\naaa = 2\n"));
@@ -258,7 +303,8 @@ fn typoed_section_is_rejected() {
     assert_eq!(
         err(text),
         "/etc/felhom-agent/config.toml:4:2: bakup: unknown section \"bakup\" (did you mean \
-         \"backup\"?); valid sections here: pve, guest, backup, quiesce, state, health"
+         \"backup\"?); valid sections here: pve, guest, backup, quiesce, snapshots, self-check, state, \
+         health"
     );
 }
 
@@ -309,7 +355,7 @@ fn semantic_errors_point_at_the_value() {
             "storage2 = 1\n",
             "7:1: backup.storage2: unknown key \"storage2\" (did you mean \"storage\"?); valid \
              keys here: storage, mode, compress, notes-template, protected, task-timeout, \
-             schedule, timezone, splay, catch-up",
+             schedule, timezone, splay, catch-up, retention",
         ),
         (
             "schedule = \"0 2 * *\"\n",
