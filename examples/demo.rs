@@ -17,16 +17,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn main() {
     felhom_agent::cli::init_logging();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     std::process::exit(rt.block_on(demo()));
 }
 
 async fn http_get(port: u16, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("health endpoint");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("health endpoint");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
-    buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or(buf)
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(buf)
 }
 
 async fn demo() -> i32 {
@@ -34,15 +46,25 @@ async fn demo() -> i32 {
         .replace("clock-speed = 1.0", "clock-speed = 10.0")
         .replace("start-time = 1795000000", "# start-time: now");
     let sc = pve_sim::Scenario::parse(&text).expect("scenario");
-    let sim = pve_sim::Sim::start(&sc, "127.0.0.1:0".parse().unwrap()).await.expect("simulator");
-    println!("== pve-sim on {} (certificate {})", sim.url(), sim.fingerprint());
+    let sim = pve_sim::Sim::start(&sc, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("simulator");
+    println!(
+        "== pve-sim on {} (certificate {})",
+        sim.url(),
+        sim.fingerprint()
+    );
 
     let dir = std::env::temp_dir().join(format!("felhom-agent-demo-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("state")).unwrap();
     let token = dir.join("token");
     std::fs::write(&token, "11111111-2222-3333-4444-555555555101\n").unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = format!(
         r#"[pve]
 url = "{url}"
@@ -80,12 +102,19 @@ listen = "127.0.0.1:{port}"
     println!("== config {}:\n{config}", dir.join("config.toml").display());
     // The last scheduled run was missed while the guest was off: the daemon catches it up.
     let last = jiff::Timestamp::now().as_second() - 3600;
-    std::fs::write(dir.join("state/state.json"), format!(r#"{{"version":1,"last_scheduled":{last}}}"#)).unwrap();
+    std::fs::write(
+        dir.join("state/state.json"),
+        format!(r#"{{"version":1,"last_scheduled":{last}}}"#),
+    )
+    .unwrap();
 
     let cfg = felhom_agent::config::load(&dir.join("config.toml")).expect("config");
     let mut agent = felhom_agent::cli::build_agent(cfg).expect("agent");
     // This machine is not VM 101: present the SMBIOS UUID the guest would see.
-    agent.local = LocalFacts { product_uuid: Some("5b0f8d3e-3c57-4a8e-9d7b-0c1c2a3e4f51".into()), macs: vec![] };
+    agent.local = LocalFacts {
+        product_uuid: Some("5b0f8d3e-3c57-4a8e-9d7b-0c1c2a3e4f51".into()),
+        macs: vec![],
+    };
     let signals = felhom_agent::cli::Signals::install();
     println!("== felhom-agent run");
     let daemon = felhom_agent::daemon::run(agent, dir.join("config.toml"), signals.clone());
@@ -93,8 +122,10 @@ listen = "127.0.0.1:{port}"
     let driver = async {
         let t0 = Instant::now();
         loop {
-            let st: serde_json::Value =
-                std::fs::read_to_string(&state_path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+            let st: serde_json::Value = std::fs::read_to_string(&state_path)
+                .ok()
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default();
             if st["runs"].as_array().is_some_and(|r| !r.is_empty()) && st["pending"].is_null() {
                 break;
             }

@@ -58,6 +58,24 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// A run that has not got anywhere yet (result `failed` until something better is known).
+    pub fn new(vmid: Option<u32>, mode: &str, started: i64) -> Summary {
+        Summary {
+            result: "failed".into(),
+            vmid,
+            node: None,
+            upid: None,
+            exitstatus: None,
+            mode: mode.to_string(),
+            started: rfc3339(started),
+            finished: None,
+            quiesce_window_seconds: None,
+            warnings: 0,
+            error: None,
+            repaired: Vec::new(),
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self.result.as_str() {
             "ok" | "warnings" | "started" => 0,
@@ -219,20 +237,7 @@ fn fail(summary: &mut Summary, msg: impl Into<String>) {
 pub async fn backup_now(agent: &Agent, req: &RunRequest, shutdown: &dyn Shutdown) -> Summary {
     let started = now();
     let mode_cfg = req.mode.unwrap_or(agent.cfg.backup.mode);
-    let mut summary = Summary {
-        result: "failed".into(),
-        vmid: agent.cfg.guest.vmid,
-        node: None,
-        upid: None,
-        exitstatus: None,
-        mode: mode_cfg.as_str().to_string(),
-        started: rfc3339(started),
-        finished: None,
-        quiesce_window_seconds: None,
-        warnings: 0,
-        error: None,
-        repaired: Vec::new(),
-    };
+    let mut summary = Summary::new(agent.cfg.guest.vmid, mode_cfg.as_str(), started);
     let mut lock = match agent.dir.try_lock(&LockInfo::current(req.what)) {
         Ok(l) => l,
         Err(LockError::Busy(info)) => {
@@ -368,29 +373,13 @@ async fn run_fresh(
     // 4. vzdump on the guest's current node (re-resolved right before the call).
     let release_at_cp = !hooks.is_empty() && agent.cfg.quiesce.release == Release::ConsistencyPoint;
     let mut window: Option<f64> = None;
-    if shutdown.requested() {
-        // Stopped during quiesce: start nothing new, undo the quiesce, exit.
-        release(
-            &mut q,
-            &mut journal,
-            &id,
-            mode_s,
-            None,
-            quiesce_started,
-            &mut window,
-        )
-        .await;
-        let _ = journal.clear();
-        record_failure(
-            ctx,
-            Some(&id),
-            "interrupted before vzdump was requested; nothing was started",
-            None,
-            window,
-        );
-        return;
-    }
-    let (upid, node) = match start_vzdump(agent, &id, mode_s, &mut journal).await {
+    let started = if shutdown.requested() {
+        // Stopped during quiesce: start nothing new.
+        Err("interrupted before vzdump was requested; nothing was started".to_string())
+    } else {
+        start_vzdump(agent, &id, mode_s, &mut journal).await
+    };
+    let (upid, node) = match started {
         Ok(x) => x,
         Err(msg) => {
             release(
@@ -815,12 +804,11 @@ async fn repair(
                         rfc3339(req.at)
                     );
                     ctx.summary.repaired.push(msg.clone());
-                    ctx.started = js.started;
+                    // Record the lost run under its own start time; this run keeps its own.
+                    let now_started = std::mem::replace(&mut ctx.started, js.started);
                     record_failure(ctx, None, &msg, None, None);
-                    ctx.summary = Summary {
-                        result: "failed".into(),
-                        ..ctx.summary.clone()
-                    };
+                    ctx.started = now_started;
+                    ctx.summary.started = rfc3339(now_started);
                 }
             }
         }
@@ -957,20 +945,11 @@ pub async fn reconcile(agent: &Agent, shutdown: &dyn Shutdown) -> Result<Vec<Str
     };
     let state = agent.dir.load_state().map_err(|e| e.to_string())?.state;
     let started = now();
-    let summary = Summary {
-        result: "failed".into(),
-        vmid: agent.cfg.guest.vmid,
-        node: None,
-        upid: None,
-        exitstatus: None,
-        mode: agent.cfg.backup.mode.as_str().into(),
-        started: rfc3339(started),
-        finished: None,
-        quiesce_window_seconds: None,
-        warnings: 0,
-        error: None,
-        repaired: Vec::new(),
-    };
+    let summary = Summary::new(
+        agent.cfg.guest.vmid,
+        agent.cfg.backup.mode.as_str(),
+        started,
+    );
     let mut ctx = Ctx {
         agent,
         state,
