@@ -764,3 +764,42 @@ fn unit_passes_systemd_analyze_verify_and_security() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_stays_ok_while_a_manual_backup_runs() {
+    // Real-time simulator speed: the manual backup's task runs for 20 s.
+    let env = Env::start(1.0).await;
+    let (expr, latest) = daily();
+    env.write_config(&env.config(&format!("schedule = \"{expr}\"\ntimezone = \"UTC\""), ""));
+    env.write_state(latest);
+    let d = Daemon::start(&env, &sock(&env)).await;
+    let mut manual = env.command(&["backup-now"]);
+    let mut manual = manual
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait(
+        Duration::from_secs(10),
+        || env.state()["pending"]["upid"].is_string(),
+        || format!("{}", env.state()),
+    )
+    .await;
+    // The daemon has seen the pending task of the live manual run…
+    let mut seen = false;
+    for _ in 0..100 {
+        let (_, status) = d.get("/status").await;
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+        if v["pending_task"]["upid"].is_string() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "daemon picked up the manual run");
+    // …and does not call it unhealthy: a live process is following it.
+    let (code, body) = d.get("/healthz").await;
+    assert_eq!(code, 200, "{body}");
+    manual.kill().unwrap();
+    let _ = manual.wait();
+}

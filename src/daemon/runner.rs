@@ -179,7 +179,9 @@ impl Daemon {
         let st = loaded.state;
         let new = records::new_records(self.seen.as_ref(), &st.runs);
         let requests = self.agent.client.request_counts();
+        let holder = self.agent.dir.lock_holder();
         self.health.update(|v| {
+            v.active_run = holder;
             for r in &new {
                 v.record_run(r);
             }

@@ -103,7 +103,9 @@ fn pending_task_outside_job(view: &HealthView) -> Option<&crate::state::PendingT
         .current_job
         .as_ref()
         .and_then(|j| j.upid.as_deref())
-        .is_some_and(|upid| upid == task.upid);
+        .is_some_and(|upid| upid == task.upid)
+        // Another live process (e.g. a manual `backup-now`) is following it right now.
+        || view.active_run.as_ref().and_then(|r| r.upid.as_deref()) == Some(task.upid.as_str());
     (!tracked).then_some(task)
 }
 

@@ -164,6 +164,9 @@ pub struct HealthView {
     pub consecutive_failures: u32,
     /// A PVE task this agent started and has not seen finish (from [`State::pending`]).
     pub pending_task: Option<PendingTask>,
+    /// The process holding the run lock (a manual `backup-now` or this daemon), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_run: Option<crate::state::LockInfo>,
     /// Work an earlier (crashed or interrupted) run left owed, one description each; see
     /// [`describe_journal`]. Never the in-flight steps of the current run.
     pub owed: Vec<String>,
@@ -190,6 +193,7 @@ impl HealthView {
             last_success: None,
             consecutive_failures: 0,
             pending_task: None,
+            active_run: None,
             owed: Vec::new(),
             warnings: Vec::new(),
             self_check: None,

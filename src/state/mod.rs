@@ -172,6 +172,17 @@ impl StateDir {
     }
 
     /// Takes the exclusive run lock (non-blocking); see [`RunLock`].
+    /// Who holds the run lock right now, read without touching the lock (so a probe never
+    /// makes another process's `try_lock` fail): the holder info written into the lock file,
+    /// if that process is still alive. `None` when nobody runs.
+    pub fn lock_holder(&self) -> Option<LockInfo> {
+        let text = std::fs::read_to_string(self.path.join(LOCK_FILE)).ok()?;
+        let info: LockInfo = serde_json::from_str(text.trim()).ok()?;
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(info.pid as libc::pid_t, 0) } == 0;
+        alive.then_some(info)
+    }
+
     pub fn try_lock(&self, holder: &LockInfo) -> Result<RunLock, LockError> {
         RunLock::try_acquire(&self.path.join(LOCK_FILE), holder)
     }
