@@ -609,3 +609,87 @@ async fn backups_list_and_prune_with_retention_and_a_read_only_dry_run() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// prune after a successful backup
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_backup_prunes_old_backups_by_the_retention_policy() {
+    let env = Env::start(with_backups(), 20.0).await;
+    env.configure(T101, "", "[backup.retention]\nkeep-last = 2", "");
+    let out = env.run(&["backup-now", "--json"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = out.json();
+    assert_eq!(s["result"], "ok", "{s}");
+    assert_eq!(s["pruned"], 2, "{s}");
+    assert!(s.get("prune_error").is_none(), "{s}");
+    // The new backup and the newest older one are kept, the protected one survives and does
+    // not count, the other guest's backup is never part of the plan.
+    let left = env.backups();
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(left.contains(&(101, BASE - DAY)));
+    assert!(left.contains(&(101, BASE)));
+    assert!(left.contains(&(103, BASE - 9 * DAY)));
+    assert!(left.iter().any(|&(v, t)| v == 101 && t > BASE));
+    let prunes: Vec<_> = env
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(prunes.len(), 1);
+    assert_eq!(prunes[0].path, "/nodes/pve1/storage/pbs-main/prunebackups");
+    assert_eq!(prunes[0].params["vmid"], "101");
+    assert_eq!(prunes[0].params["type"], "qemu");
+    assert_eq!(prunes[0].params["prune-backups"], "keep-last=2");
+    // vzdump itself never gets prune-backups.
+    let vzdump = env
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path.ends_with("/vzdump"))
+        .unwrap();
+    assert!(!vzdump.params.contains_key("prune-backups"));
+    let line = env.run(&["backup-now"]).await;
+    assert_eq!(line.code, 0);
+    assert!(
+        line.stdout.trim_end().ends_with("; pruned 1 old backup(s)"),
+        "{}",
+        line.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_prune_is_reported_but_the_backup_still_succeeds() {
+    use pve_sim::{FaultKind, FaultSpec};
+    let env = Env::start(with_backups(), 20.0).await;
+    env.configure(T101, "", "[backup.retention]\nkeep-last = 1", "");
+    env.sim.add_fault(FaultSpec {
+        method: Some("DELETE".into()),
+        path: Some("/nodes/{node}/storage/{storage}/prunebackups".into()),
+        kind: FaultKind::Status {
+            code: 403,
+            message: "Permission check failed (/storage/pbs-main, Datastore.AllocateSpace)".into(),
+        },
+        count: None,
+    });
+    let out = env.run(&["backup-now", "--json"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = out.json();
+    assert_eq!(s["result"], "ok", "{s}");
+    assert!(s.get("pruned").is_none(), "{s}");
+    let err = s["prune_error"].as_str().unwrap();
+    assert!(err.contains("Permission check failed"), "{err}");
+    assert!(
+        out.stderr.contains("failed (the backup itself succeeded)"),
+        "{}",
+        out.stderr
+    );
+    // Nothing was removed; the backup is recorded as a success.
+    assert_eq!(env.backups().len(), 6);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.dir.join("state/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["consecutive_failures"], 0);
+    assert_eq!(state["runs"][0]["result"], "ok");
+}

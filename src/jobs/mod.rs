@@ -1,5 +1,6 @@
 //! The wiring between the configuration and the feature modules: the self-check, the `pveum`
-//! runbook, own snapshots and own-backup retention, as the CLI commands ([`commands`]) use them.
+//! runbook, own snapshots and own-backup retention, as the CLI commands ([`commands`]) and the
+//! prune that follows a successful backup ([`prune`]) use them.
 //!
 //! Owns: turning a validated [`Config`] plus the discovered identity into the inputs of
 //! [`crate::selfcheck`] and [`crate::snapshots`] ([`selfcheck_input`], [`setup_input`],
@@ -12,6 +13,7 @@
 //! schedule uses too; nothing here sends a request by itself except [`resolve_identity`].
 
 pub mod commands;
+pub mod prune;
 pub mod render;
 
 use jiff::tz::TimeZone;
