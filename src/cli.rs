@@ -1,5 +1,6 @@
 //! The command line: raw arguments → validated commands (clap derive), the agent built from the
-//! config, and the exit-code contract: 0 ok, 1 failed, 2 config/usage, 3 busy.
+//! config, and the exit-code contract: 0 ok, 1 failed, 2 config/usage, 3 busy (or skipped
+//! because the guest stayed locked), 4 self-check violation.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +66,66 @@ pub enum Cmd {
         /// How many fire times.
         #[arg(short = 'n', value_name = "N", default_value_t = 5)]
         n: usize,
+    },
+    /// Prove the token reaches this guest and its backup storage and nothing else (exit 0
+    /// pass, 4 violation, 1 could not run).
+    SelfCheck {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the pveum commands that provision this agent's token with least privilege.
+    SetupCommands {
+        #[arg(long)]
+        json: bool,
+    },
+    /// This guest's rolling snapshots: list, create one, prune by [snapshots.retention].
+    Snapshots {
+        #[command(subcommand)]
+        op: SnapshotsCmd,
+    },
+    /// This guest's backups on the backup storage: list, prune by [backup.retention].
+    Backups {
+        #[command(subcommand)]
+        op: BackupsCmd,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum SnapshotsCmd {
+    /// Every snapshot with ownership and the retention plan (read-only).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take one snapshot now.
+    Create {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete our snapshots the retention plan removes.
+    Prune {
+        /// Show the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone, Copy)]
+pub enum BackupsCmd {
+    /// This guest's backups with PVE's prune plan and why (read-only).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove this guest's backups [backup.retention] does not keep (PVE prunebackups).
+    Prune {
+        /// Show the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -205,6 +266,9 @@ pub async fn run(cli: Cli) -> i32 {
     if let Cmd::NextRuns { n } = cli.cmd {
         return crate::daemon::next_runs(&cfg, n);
     }
+    if let Cmd::SetupCommands { json } = cli.cmd {
+        return crate::jobs::commands::setup_commands(cfg, json).await;
+    }
     let config_path = config::resolve_path(cli.config.as_deref());
     let status_json = matches!(cli.cmd, Cmd::Status { json: true });
     let agent = match build_agent(cfg) {
@@ -263,6 +327,24 @@ pub async fn run(cli: Cli) -> i32 {
             }
         }
         Cmd::Run => crate::daemon::run(agent, config_path, signals).await,
-        Cmd::CheckConfig | Cmd::NextRuns { .. } => EXIT_OK,
+        Cmd::SelfCheck { json } => crate::jobs::commands::self_check(&agent, json).await,
+        Cmd::Snapshots { op } => {
+            use crate::jobs::commands::{SnapshotsOp, snapshots};
+            let (op, json) = match op {
+                SnapshotsCmd::List { json } => (SnapshotsOp::List, json),
+                SnapshotsCmd::Create { json } => (SnapshotsOp::Create, json),
+                SnapshotsCmd::Prune { dry_run, json } => (SnapshotsOp::Prune { dry_run }, json),
+            };
+            snapshots(&agent, op, json).await
+        }
+        Cmd::Backups { op } => {
+            use crate::jobs::commands::{BackupsOp, backups};
+            let (op, json) = match op {
+                BackupsCmd::List { json } => (BackupsOp::List, json),
+                BackupsCmd::Prune { dry_run, json } => (BackupsOp::Prune { dry_run }, json),
+            };
+            backups(&agent, op, json).await
+        }
+        Cmd::CheckConfig | Cmd::NextRuns { .. } | Cmd::SetupCommands { .. } => EXIT_OK,
     }
 }

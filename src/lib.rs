@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod identity;
+pub mod jobs;
 pub mod pve;
 pub mod quiesce;
 pub mod retention;

@@ -55,6 +55,12 @@ pub struct Summary {
     pub error: Option<String>,
     /// Repairs done first (owed hooks run, a pending task reattached).
     pub repaired: Vec<String>,
+    /// Backups removed by the `[backup.retention]` prune after this successful backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<usize>,
+    /// Why that prune failed (the backup still counts as successful).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune_error: Option<String>,
 }
 
 impl Summary {
@@ -73,6 +79,8 @@ impl Summary {
             warnings: 0,
             error: None,
             repaired: Vec::new(),
+            pruned: None,
+            prune_error: None,
         }
     }
 
@@ -102,6 +110,12 @@ impl Summary {
         }
         if let Some(e) = &self.error {
             s.push_str(&format!(": {e}"));
+        }
+        if let Some(n) = self.pruned {
+            s.push_str(&format!("; pruned {n} old backup(s)"));
+        }
+        if let Some(e) = &self.prune_error {
+            s.push_str(&format!("; pruning old backups failed: {e}"));
         }
         s
     }
@@ -233,8 +247,15 @@ fn fail(summary: &mut Summary, msg: impl Into<String>) {
     summary.finished = Some(rfc3339(now()));
 }
 
-/// Runs one backup (or finishes one a previous process left behind).
+/// Runs one backup (or finishes one a previous process left behind), then, when it succeeded
+/// and `[backup.retention]` is set, prunes this guest's old backups (see [`crate::jobs::prune`]).
 pub async fn backup_now(agent: &Agent, req: &RunRequest, shutdown: &dyn Shutdown) -> Summary {
+    let mut summary = backup_once(agent, req, shutdown).await;
+    crate::jobs::prune::after_backup(agent, &mut summary).await;
+    summary
+}
+
+async fn backup_once(agent: &Agent, req: &RunRequest, shutdown: &dyn Shutdown) -> Summary {
     let started = now();
     let mode_cfg = req.mode.unwrap_or(agent.cfg.backup.mode);
     let mut summary = Summary::new(agent.cfg.guest.vmid, mode_cfg.as_str(), started);
