@@ -11,6 +11,9 @@ use jiff::Timestamp;
 use pve_sim::scenario::{BackupSpec, GuestKind, SnapshotSpec};
 use pve_sim::{Scenario, Sim};
 
+#[path = "wire/daemon.rs"]
+mod daemon;
+
 const BASIC: &str = include_str!("pve-sim/scenarios/basic.toml");
 const BIN: &str = env!("CARGO_BIN_EXE_felhom-agent");
 const MARK: &str = "[felhom-agent]";

@@ -10,6 +10,7 @@
 //! SIGHUP ([`signals`]), the state-directory watch ([`watch`]) and the scheduler loop. The
 //! backup itself, the schedule maths and the health endpoint belong to their own modules.
 
+pub mod jobs;
 pub mod records;
 pub mod runner;
 pub mod sdnotify;
@@ -119,6 +120,13 @@ pub async fn run(agent: Agent, config_path: PathBuf, signals: Arc<Signals>) -> i
             return EXIT_CONFIG;
         }
     };
+    let jobs = match jobs::compile_jobs(&agent.cfg) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
     let health = Health::new(HealthView::new(
         env!("CARGO_PKG_VERSION"),
         Timestamp::now().as_second(),
@@ -155,6 +163,10 @@ pub async fn run(agent: Agent, config_path: PathBuf, signals: Arc<Signals>) -> i
         health.clone(),
     );
     d.last_scheduled = initial.state.last_scheduled;
+    d.last_selfcheck = initial.state.last_selfcheck;
+    d.last_snapshot_scheduled = initial.state.last_snapshot_scheduled;
+    d.selfcheck_at_start = jobs.selfcheck.is_some();
+    d.jobs = jobs;
     d.seen = initial.state.runs.back().cloned();
     d.beat();
     // Repairs: owed post hooks, a pending task looked at once (a still-running one is followed

@@ -15,6 +15,8 @@ use crate::state::{RunKind, RunRecord, RunResult};
 
 /// The skip reason for a due run that found the run lock held.
 pub const SKIP_BUSY: &str = "busy";
+/// The skip reason for scheduled mutating work while `on-violation = "refuse"` holds it back.
+pub const SKIP_SELFCHECK: &str = "self-check violation";
 
 /// The records of `runs` appended after `seen` (the newest record at the previous look; `None`
 /// when there was none, then every record is new). If `seen` is no longer in the list (it was
@@ -49,6 +51,16 @@ pub fn skipped_record(now: i64, mode: &str, holder: &str) -> RunRecord {
             "skipped ({SKIP_BUSY}): another run holds the lock ({holder})"
         )),
         log_tail: Vec::new(),
+    }
+}
+
+/// A due backup not started because the last self-check failed and `on-violation = "refuse"`.
+pub fn refused_record(now: i64, mode: &str, violations: usize) -> RunRecord {
+    RunRecord {
+        error: Some(format!(
+            "skipped ({SKIP_SELFCHECK}): the last self-check found {violations} violation(s) and self-check.on-violation = \"refuse\" stops scheduled backups, snapshots and pruning until a check passes"
+        )),
+        ..skipped_record(now, mode, "")
     }
 }
 
@@ -145,6 +157,14 @@ mod tests {
         );
         let one = missed_record(0, 1, "stop", 1, Duration::ZERO);
         assert!(one.error.unwrap().starts_with("missed 1 scheduled run, "));
+        let r = refused_record(5, "snapshot", 3);
+        assert_eq!(r.result, RunResult::Skipped);
+        assert_eq!(
+            r.error.as_deref(),
+            Some(
+                "skipped (self-check violation): the last self-check found 3 violation(s) and self-check.on-violation = \"refuse\" stops scheduled backups, snapshots and pruning until a check passes"
+            )
+        );
         let s = skipped_record(5, "snapshot", "backup-now, pid 7");
         assert_eq!(s.result, RunResult::Skipped);
         assert_eq!(

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::records::{self, SKIP_BUSY};
+use super::jobs::JobSchedules;
+use super::records::{self, SKIP_BUSY, SKIP_SELFCHECK};
 use super::sdnotify::Notifier;
 use super::signals::Hangup;
 use super::watch::{Changes, DirWatch};
@@ -46,15 +47,22 @@ pub const STOP_EXTEND: Duration = Duration::from_secs(30);
 pub struct OwedWrite {
     pub records: Vec<RunRecord>,
     pub last_scheduled: Option<i64>,
+    pub last_selfcheck: Option<i64>,
+    pub last_snapshot_scheduled: Option<i64>,
 }
 
 impl OwedWrite {
+    /// Nothing that needs a write of its own. `last_selfcheck` alone never takes the run lock
+    /// (a manual `backup-now` at that moment would find it busy): it rides along with the next
+    /// write, and losing it costs nothing since every start runs a self-check anyway.
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.last_scheduled.is_none()
+        self.records.is_empty()
+            && self.last_scheduled.is_none()
+            && self.last_snapshot_scheduled.is_none()
     }
 }
 
-enum Wake {
+pub(crate) enum Wake {
     Timer,
     Term,
     Hup,
@@ -76,6 +84,14 @@ pub struct Daemon {
     pub seen: Option<RunRecord>,
     pub owed: OwedWrite,
     pub reload_requested: bool,
+    /// The self-check and snapshot schedules (see [`super::jobs`]).
+    pub jobs: JobSchedules,
+    pub last_selfcheck: Option<i64>,
+    pub last_snapshot_scheduled: Option<i64>,
+    /// The start-up self-check is still owed.
+    pub selfcheck_at_start: bool,
+    /// Failing rows of the last conclusive self-check; `None` when it passed or none ran.
+    pub selfcheck_violations: Option<usize>,
     last_status: String,
 }
 
@@ -84,7 +100,7 @@ fn now_epoch() -> i64 {
 }
 
 /// Waits for the next watch event, or forever without a watch.
-async fn changed(watch: &Option<DirWatch>) -> std::io::Result<Changes> {
+pub(crate) async fn changed(watch: &Option<DirWatch>) -> std::io::Result<Changes> {
     match watch {
         Some(w) => w.changed().await,
         None => std::future::pending().await,
@@ -117,6 +133,11 @@ impl Daemon {
             seen: None,
             owed: OwedWrite::default(),
             reload_requested: false,
+            jobs: JobSchedules::default(),
+            last_selfcheck: None,
+            last_snapshot_scheduled: None,
+            selfcheck_at_start: false,
+            selfcheck_violations: None,
             last_status: String::new(),
         }
     }
@@ -149,7 +170,7 @@ impl Daemon {
         }
     }
 
-    fn run_tick(&self) -> Duration {
+    pub(crate) fn run_tick(&self) -> Duration {
         match self.watchdog {
             Some(w) => RUN_TICK.min(w / 2),
             None => RUN_TICK,
@@ -238,6 +259,12 @@ impl Daemon {
         if let Some(t) = self.owed.last_scheduled {
             st.last_scheduled = Some(t);
         }
+        if let Some(t) = self.owed.last_selfcheck {
+            st.last_selfcheck = Some(t);
+        }
+        if let Some(t) = self.owed.last_snapshot_scheduled {
+            st.last_snapshot_scheduled = Some(t);
+        }
         let saved = self.agent.dir.save_state(&st);
         drop(lock);
         match saved {
@@ -267,6 +294,13 @@ impl Daemon {
         Some(plan(schedule, last, now, cfg.backup.catch_up, splay))
     }
 
+    /// Puts the next backup fire time into the view when nothing is due now.
+    fn show_next_run(&self, now: Timestamp) {
+        if let Some(Plan::WaitUntil { until, .. }) = self.decide(now) {
+            self.health.update(|v| v.next_run = Some(until.as_second()));
+        }
+    }
+
     fn set_last_scheduled(&mut self, scheduled: Timestamp) {
         self.last_scheduled = Some(scheduled.as_second());
         self.owed.last_scheduled = self.last_scheduled;
@@ -284,6 +318,11 @@ impl Daemon {
             }
             let lock_free = self.flush();
             let now = Timestamp::now();
+            // The next backup shows in the view while a side job runs first.
+            self.show_next_run(now);
+            if self.run_due_jobs(now).await {
+                continue;
+            }
             let next = match self.decide(now) {
                 Some(Plan::RunNow { scheduled, skipped }) => {
                     if skipped > 0 {
@@ -293,7 +332,10 @@ impl Daemon {
                     }
                     self.set_last_scheduled(scheduled);
                     self.flush();
-                    self.run_scheduled(scheduled).await;
+                    match self.refusing() {
+                        Some(n) => self.refuse_backup(n),
+                        None => self.run_scheduled(scheduled).await,
+                    }
                     continue;
                 }
                 Some(Plan::Missed {
@@ -324,7 +366,8 @@ impl Daemon {
             let text = records::idle_status(next, &self.time_zone(), self.schedule.is_some());
             self.status(text);
             let cap = if lock_free { self.idle_cap() } else { RETRY };
-            let sleep = next.map_or(cap, |t| sleep_for(now, t, cap));
+            let wake_at = next.into_iter().chain(self.next_job_wakeup(now)).min();
+            let sleep = wake_at.map_or(cap, |t| sleep_for(now, t, cap));
             let wake = tokio::select! {
                 _ = tokio::time::sleep(sleep) => Wake::Timer,
                 _ = self.signals.wait() => Wake::Term,
@@ -340,7 +383,7 @@ impl Daemon {
         }
     }
 
-    fn on_changed(&mut self, c: std::io::Result<Changes>) {
+    pub(crate) fn on_changed(&mut self, c: std::io::Result<Changes>) {
         match c {
             Ok(c) if c.state => self.reload_state(),
             Ok(_) => {}
@@ -436,6 +479,27 @@ impl Daemon {
         self.reload_state();
         self.refresh_owed();
         self.health.update(|v| v.set_phase(Phase::Idle));
+        self.show_next_run(Timestamp::now());
+        if summary.result != "busy" {
+            self.after_scheduled_backup(&summary).await;
+        }
+    }
+
+    /// A due backup not started while `on-violation = "refuse"` holds scheduled work back.
+    fn refuse_backup(&mut self, violations: usize) {
+        tracing::warn!(
+            "scheduled backup skipped: the last self-check found {violations} violation(s) and on-violation = \"refuse\""
+        );
+        self.owed.records.push(records::refused_record(
+            now_epoch(),
+            self.agent.cfg.backup.mode.as_str(),
+            violations,
+        ));
+        self.health.update(|v| {
+            v.record_skip(SKIP_SELFCHECK);
+            v.counters.jobs.record_skip(SKIP_SELFCHECK);
+        });
+        self.flush();
     }
 
     /// SIGHUP: re-reads the configuration; an invalid one is refused and the old one kept.
@@ -444,6 +508,12 @@ impl Daemon {
         let path = self.config_path.clone();
         match super::load_for_reload(&path, &self.agent) {
             Ok((agent, schedule)) => {
+                match super::jobs::compile_jobs(&agent.cfg) {
+                    Ok(j) => self.jobs = j,
+                    Err(e) => {
+                        tracing::error!("{e}; keeping the old self-check and snapshot schedules")
+                    }
+                }
                 self.agent = Arc::new(agent);
                 self.schedule = schedule;
                 tracing::info!("configuration reloaded from {}", path.display());

@@ -12,7 +12,7 @@
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -25,6 +25,66 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type LabelFamily = Family<[(&'static str, String); 1], Counter>;
+type GaugeFamily = Family<[(&'static str, String); 1], Gauge>;
+
+/// Own snapshots, snapshot runs, pruning and skipped side jobs.
+fn register_jobs(reg: &mut Registry, view: &HealthView) {
+    let inv = &view.inventory;
+    let jobs = &view.counters.jobs;
+    if let (Some(owned), Some(foreign)) = (inv.snapshots_owned, inv.snapshots_foreign) {
+        let snaps = GaugeFamily::default();
+        for (label, n) in [("true", owned), ("false", foreign)] {
+            snaps
+                .get_or_create(&[("owned", label.to_string())])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        reg.register(
+            "snapshots",
+            "Snapshots of this guest, by whether they are the agent's own",
+            snaps,
+        );
+    }
+    let runs = LabelFamily::default();
+    for (result, n) in jobs.snapshot_runs.labelled() {
+        runs.get_or_create(&[("result", result.to_string())])
+            .inc_by(n);
+    }
+    reg.register(
+        "snapshot_runs",
+        "Scheduled snapshot runs since the agent started, by result",
+        runs,
+    );
+    if let Some(at) = inv.last_snapshot_success {
+        reg.register_with_unit(
+            "snapshot_last_success_timestamp",
+            "When the last snapshot was created (Unix time)",
+            Unit::Seconds,
+            ConstGauge::new(at),
+        );
+    }
+    let pruned = LabelFamily::default();
+    for (kind, n) in jobs.pruned_labelled() {
+        pruned
+            .get_or_create(&[("kind", kind.to_string())])
+            .inc_by(n);
+    }
+    reg.register(
+        "pruned",
+        "Own snapshots and backups removed by retention since the agent started, by kind",
+        pruned,
+    );
+    let skipped = LabelFamily::default();
+    for (reason, n) in &jobs.skipped {
+        skipped
+            .get_or_create(&[("reason", reason.clone())])
+            .inc_by(*n);
+    }
+    reg.register(
+        "skipped",
+        "Scheduled jobs (backups, snapshots, pruning) skipped since the agent started, by reason",
+        skipped,
+    );
+}
 
 /// Renders the view (plus the verdicts computed by the caller) as an OpenMetrics exposition.
 pub fn render_openmetrics(view: &HealthView, healthy: bool, pending_work: bool) -> String {
@@ -115,7 +175,25 @@ pub fn render_openmetrics(view: &HealthView, healthy: bool, pending_work: bool) 
             "1 when the last self-check found no violation",
             ConstGauge::new(i64::from(check.ok)),
         );
+        reg.register_with_unit(
+            "selfcheck_last_run_timestamp",
+            "When the last conclusive self-check ran (Unix time)",
+            Unit::Seconds,
+            ConstGauge::new(check.last_run),
+        );
+        let violations = GaugeFamily::default();
+        for (c, n) in &view.self_check_violations {
+            violations
+                .get_or_create(&[("check", c.clone())])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        reg.register(
+            "selfcheck_violations",
+            "Failing rows of the last self-check, by check",
+            violations,
+        );
     }
+    register_jobs(&mut reg, view);
     reg.register(
         "healthy",
         "1 when /healthz reports healthy",

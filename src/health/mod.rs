@@ -10,6 +10,7 @@
 //! no place for a secret, so `/status` can serve it verbatim; the server runs on its own tokio
 //! tasks, so a slow client cannot stall the scheduler.
 
+pub mod inventory;
 pub mod metrics;
 pub mod rules;
 pub mod server;
@@ -20,6 +21,7 @@ mod tests;
 
 use std::sync::{Arc, RwLock};
 
+pub use inventory::{Inventory, JobCounters, LastPrune, Newest, SnapshotRun, SnapshotRunCounts};
 pub use rules::{HealthRules, fmt_secs, has_pending_work, health_reasons, is_live};
 pub use server::{HealthServer, ServeError, ServerOptions};
 pub use view::{

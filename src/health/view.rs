@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::inventory::{Inventory, JobCounters};
 use crate::state::{Identity, JournalState, PendingTask, RunKind, RunRecord, RunResult, State};
 
 /// How many of the most recent run records the view carries.
@@ -142,6 +143,8 @@ pub struct Counters {
     /// `finished - started` of the last run that reached PVE.
     pub last_backup_duration_seconds: Option<f64>,
     pub last_quiesce_window_seconds: Option<f64>,
+    /// Snapshot runs, pruned items and skipped side jobs.
+    pub jobs: JobCounters,
 }
 
 /// The whole view. Plain data: cloning it is how readers get a consistent snapshot.
@@ -174,6 +177,10 @@ pub struct HealthView {
     pub warnings: Vec<String>,
     /// `None` until the first self-check ran.
     pub self_check: Option<SelfCheckSummary>,
+    /// Failing rows of the last self-check by check (every check present once one ran).
+    pub self_check_violations: BTreeMap<String, u64>,
+    /// Own snapshots and backups, the last prune and the last snapshot run.
+    pub inventory: Inventory,
     pub heartbeat: Heartbeat,
     pub counters: Counters,
 }
@@ -197,6 +204,8 @@ impl HealthView {
             owed: Vec::new(),
             warnings: Vec::new(),
             self_check: None,
+            self_check_violations: BTreeMap::new(),
+            inventory: Inventory::default(),
             heartbeat: Heartbeat {
                 instant: Instant::now(),
                 epoch: now_epoch,

@@ -37,6 +37,14 @@ pub struct State {
     /// (the input of `schedule::plan`); written only under the run lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scheduled: Option<i64>,
+    /// Epoch seconds of the daemon's last self-check (the input of the self-check schedule's
+    /// plan); written only under the run lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_selfcheck: Option<i64>,
+    /// Epoch seconds of the snapshot fire time the daemon last ran, skipped or recorded as
+    /// missed (the input of the snapshot schedule's plan); written only under the run lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_snapshot_scheduled: Option<i64>,
     /// Fields written by a newer build; preserved verbatim on save.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -52,6 +60,8 @@ impl Default for State {
             last_success: None,
             consecutive_failures: 0,
             last_scheduled: None,
+            last_selfcheck: None,
+            last_snapshot_scheduled: None,
             extra: serde_json::Map::new(),
         }
     }

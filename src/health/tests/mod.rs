@@ -406,6 +406,12 @@ fn openmetrics_output_parses_and_carries_the_values() {
         ("felhom_pve_requests_total{result=\"ok\"}", 1.0),
         ("felhom_pve_requests_total{result=\"error\"}", 1.0),
         ("felhom_selfcheck_ok", 0.0),
+        ("felhom_selfcheck_last_run_timestamp_seconds", T0 as f64),
+        ("felhom_snapshot_runs_total{result=\"ok\"}", 0.0),
+        ("felhom_snapshot_runs_total{result=\"failed\"}", 0.0),
+        ("felhom_snapshot_runs_total{result=\"skipped\"}", 0.0),
+        ("felhom_pruned_total{kind=\"backup\"}", 0.0),
+        ("felhom_pruned_total{kind=\"snapshot\"}", 0.0),
         ("felhom_healthy", 0.0),
         ("felhom_pending_work", 1.0),
         ("felhom_loop_ticks_total", 1.0),
@@ -430,12 +436,63 @@ fn unknown_values_are_left_out_not_zero() {
         "felhom_backup_duration_seconds",
         "felhom_quiesce_window_seconds",
         "felhom_selfcheck_ok",
+        "felhom_selfcheck_last_run_timestamp_seconds",
+        "felhom_snapshot_last_success_timestamp_seconds",
+        "felhom_snapshots{owned=\"true\"}",
     ] {
         assert_eq!(e.get(absent), None, "{absent}");
     }
     assert_eq!(e.get("felhom_healthy"), Some(1.0));
     assert_eq!(e.get("felhom_pending_work"), Some(0.0));
     assert_eq!(e.get("felhom_backup_runs_total{result=\"ok\"}"), Some(0.0));
+}
+
+#[test]
+fn side_job_metrics_carry_the_inventory_counters_and_violations() {
+    let mut v = view();
+    v.self_check = Some(SelfCheckSummary {
+        ok: false,
+        violations: vec!["a".into(), "b".into()],
+        last_run: T0,
+    });
+    v.self_check_violations = [("scope", 2u64), ("tls", 0)]
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), n))
+        .collect();
+    v.inventory.snapshots_owned = Some(3);
+    v.inventory.snapshots_foreign = Some(1);
+    v.inventory.last_snapshot_success = Some(T0 - 10);
+    v.counters.jobs.snapshot_runs.ok = 4;
+    v.counters.jobs.snapshot_runs.skipped = 1;
+    v.counters.jobs.pruned_snapshots = 5;
+    v.counters.jobs.pruned_backups = 2;
+    v.counters.jobs.record_skip("locked (backup)");
+    v.counters.jobs.record_skip("self-check violation");
+    v.counters.jobs.record_skip("self-check violation");
+    let om = render_openmetrics(&v, false, false);
+    let e = expo::parse(&om, true);
+    for (key, value) in [
+        ("felhom_selfcheck_violations{check=\"scope\"}", 2.0),
+        ("felhom_selfcheck_violations{check=\"tls\"}", 0.0),
+        ("felhom_selfcheck_last_run_timestamp_seconds", T0 as f64),
+        ("felhom_snapshots{owned=\"true\"}", 3.0),
+        ("felhom_snapshots{owned=\"false\"}", 1.0),
+        ("felhom_snapshot_runs_total{result=\"ok\"}", 4.0),
+        ("felhom_snapshot_runs_total{result=\"failed\"}", 0.0),
+        ("felhom_snapshot_runs_total{result=\"skipped\"}", 1.0),
+        (
+            "felhom_snapshot_last_success_timestamp_seconds",
+            (T0 - 10) as f64,
+        ),
+        ("felhom_pruned_total{kind=\"snapshot\"}", 5.0),
+        ("felhom_pruned_total{kind=\"backup\"}", 2.0),
+        ("felhom_skipped_total{reason=\"locked (backup)\"}", 1.0),
+        ("felhom_skipped_total{reason=\"self-check violation\"}", 2.0),
+    ] {
+        assert_eq!(e.get(key), Some(value), "{key} in\n{om}");
+    }
+    assert_eq!(e.types["felhom_snapshots"], "gauge");
+    assert_eq!(e.types["felhom_pruned"], "counter");
 }
 
 #[test]
