@@ -696,3 +696,49 @@ async fn a_failing_prune_is_reported_but_the_backup_still_succeeds() {
     assert_eq!(state["consecutive_failures"], 0);
     assert_eq!(state["runs"][0]["result"], "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_create_runs_the_quiesce_hooks_when_configured() {
+    let env = Env::start(with_snapshots(), 20.0).await;
+    let m = env.dir.join("marker");
+    let hooks = format!(
+        "[[quiesce.hooks]]\nname = \"app\"\npre = [\"/bin/sh\", \"-c\", \"echo pre-$FELHOM_MODE >> {m}\"]\npost = [\"/bin/sh\", \"-c\", \"echo post-$FELHOM_MODE >> {m}\"]\n",
+        m = m.display()
+    );
+    env.configure(
+        T101,
+        "",
+        "",
+        &format!("[snapshots]\nschedule = \"0 * * * *\"\nquiesce = true\n[snapshots.retention]\nkeep-last = 9\n\n{hooks}"),
+    );
+    let out = env.run(&["snapshots", "create", "--json"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let marker = std::fs::read_to_string(&m).unwrap();
+    assert_eq!(
+        marker, "pre-pve-snapshot\npost-pve-snapshot\n",
+        "pre before, post after, once each"
+    );
+    let reqs = env.sim.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.method == "POST" && r.path.ends_with("/snapshot"))
+    );
+    // Nothing is owed afterwards: a later run has no posts to repair.
+    let status = env.run(&["status", "--json"]).await;
+    assert_eq!(status.json()["posts_owed"], serde_json::json!([]));
+    // Without `quiesce = true` the hooks stay out of snapshots.
+    std::fs::remove_file(&m).unwrap();
+    env.configure(
+        T101,
+        "",
+        "",
+        &format!(
+            "[snapshots]\nschedule = \"0 * * * *\"\n[snapshots.retention]\nkeep-last = 9\n\n{hooks}"
+        ),
+    );
+    // Snapshot names carry the UTC second: let the clock move past the first one's name.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let out = env.run(&["snapshots", "create", "--json"]).await;
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(!m.exists(), "no hooks without snapshots.quiesce");
+}

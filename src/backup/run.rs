@@ -172,7 +172,7 @@ pub fn hook_specs(cfg: &Config) -> Vec<HookSpec> {
         .collect()
 }
 
-fn hook_env(
+pub(crate) fn hook_env(
     phase: &str,
     vmid: u32,
     node: &str,
@@ -191,7 +191,7 @@ fn hook_env(
     e
 }
 
-fn log_event(ev: &QuiesceEvent) {
+pub(crate) fn log_event(ev: &QuiesceEvent) {
     match ev {
         QuiesceEvent::PreStarting { hook } => tracing::info!(hook, "quiesce: running pre hook"),
         QuiesceEvent::PreSucceeded { hook, outcome, .. } => {

@@ -105,9 +105,8 @@ async fn snapshot_job(agent: &Agent) -> SnapshotJob {
     };
     let guest = crate::jobs::guest(&id);
     let client = &agent.client;
-    let created = snapshots::create(client, &guest, &settings, Timestamp::now(), &TokioSleeper)
-        .await
-        .map_err(|e| e.to_string());
+    let created =
+        crate::jobs::snapshot_create::create_snapshot(agent, &id, &guest, &settings).await;
     let at = now_epoch();
     let mut prune_now = false;
     job.run = Some(match created {

@@ -177,8 +177,7 @@ pub async fn snapshots(agent: &Agent, op: SnapshotsOp, json: bool) -> i32 {
             Err(e) => fail(json, "snapshots list", &e.to_string(), EXIT_FAILED),
         },
         SnapshotsOp::Create => {
-            let now = jiff::Timestamp::now();
-            match snapshots::create(client, &guest, &settings, now, &TokioSleeper).await {
+            match super::snapshot_create::create_snapshot(agent, &id, &guest, &settings).await {
                 Ok(o) => {
                     if json {
                         print_json(&o);

@@ -15,6 +15,7 @@
 pub mod commands;
 pub mod prune;
 pub mod render;
+pub mod snapshot_create;
 
 use jiff::tz::TimeZone;
 
