@@ -66,6 +66,9 @@ pub enum Cmd {
         #[arg(short = 'n', value_name = "N", default_value_t = 5)]
         n: usize,
     },
+    /// Man pages and shell completions from this definition (packaging).
+    #[command(hide = true)]
+    Generate(crate::generate::GenerateArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -191,6 +194,9 @@ pub fn init_logging() {
 }
 
 pub async fn run(cli: Cli) -> i32 {
+    if let Cmd::Generate(g) = &cli.cmd {
+        return crate::generate::run(g);
+    }
     let cfg = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -263,6 +269,6 @@ pub async fn run(cli: Cli) -> i32 {
             }
         }
         Cmd::Run => crate::daemon::run(agent, config_path, signals).await,
-        Cmd::CheckConfig | Cmd::NextRuns { .. } => EXIT_OK,
+        Cmd::CheckConfig | Cmd::NextRuns { .. } | Cmd::Generate(_) => EXIT_OK,
     }
 }
