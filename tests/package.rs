@@ -5,9 +5,9 @@
 //! but not started on install, `active (running)` through READY=1 with its `STATUS=` line, a
 //! catch-up backup that reaches the simulator, `/healthz`, a clean stop, and `dpkg --purge`.
 //!
-//! Network: the container gets its own network namespace joined to the host by a veth pair
-//! (host 10.213.N.1, container eth0 10.213.N.2 with guest 101's MAC, so identity proof by MAC
-//! works). pve-sim listens on the host end; the agent's health port stays private to the
+//! Network: the container has a private network namespace joined to the host by a veth pair
+//! (host 10.213.N.1; the container's end, 10.213.N.2, carries guest 101's MAC, so the identity
+//! proof by MAC works). pve-sim listens on the host end; the agent's health port stays private to the
 //! container (no clash with anything on the host), reached with `nsenter -n`.
 //!
 //! Skips with a loud message (never fails) when not root or when debootstrap, systemd-nspawn or
@@ -110,11 +110,14 @@ fn rootfs() -> PathBuf {
     dir
 }
 
-/// A veth pair: host end in the host namespace, the other as eth0 of a fresh namespace.
+/// A veth pair in the host namespace; the peer is moved into the container's private namespace
+/// (`--private-network`) after boot, so the container's /sys shows only its own devices.
+/// (`--network-interface=` refuses here: "not initialized yet", there is no udev on the host.)
 struct Net {
-    ns: String,
     host_if: String,
+    peer: String,
     host_ip: String,
+    peer_cidr: String,
 }
 
 impl Net {
@@ -122,12 +125,12 @@ impl Net {
         let pid = std::process::id();
         let n = pid % 250 + 1;
         let net = Net {
-            ns: format!("felhom-pkg-{pid}"),
             host_if: format!("fhp{}h", pid % 100_000),
+            peer: format!("fhp{}c", pid % 100_000),
             host_ip: format!("10.213.{n}.1"),
+            peer_cidr: format!("10.213.{n}.2/30"),
         };
-        let peer = format!("fhp{}c", pid % 100_000);
-        ip(&["netns", "add", &net.ns]);
+        let _ = sh(Command::new("ip").args(["link", "del", &net.host_if]));
         ip(&[
             "link",
             "add",
@@ -136,22 +139,9 @@ impl Net {
             "veth",
             "peer",
             "name",
-            &peer,
+            &net.peer,
         ]);
-        ip(&["link", "set", &peer, "netns", &net.ns]);
-        ip(&["-n", &net.ns, "link", "set", &peer, "name", "eth0"]);
-        ip(&["-n", &net.ns, "link", "set", "eth0", "address", MAC101]);
-        ip(&[
-            "-n",
-            &net.ns,
-            "addr",
-            "add",
-            &format!("10.213.{n}.2/30"),
-            "dev",
-            "eth0",
-        ]);
-        ip(&["-n", &net.ns, "link", "set", "lo", "up"]);
-        ip(&["-n", &net.ns, "link", "set", "eth0", "up"]);
+        ip(&["link", "set", &net.peer, "address", MAC101]);
         ip(&[
             "addr",
             "add",
@@ -166,7 +156,6 @@ impl Net {
 
 impl Drop for Net {
     fn drop(&mut self) {
-        let _ = sh(Command::new("ip").args(["netns", "del", &self.ns]));
         let _ = sh(Command::new("ip").args(["link", "del", &self.host_if]));
     }
 }
@@ -183,9 +172,9 @@ impl Container {
         let logf = std::fs::File::create(&log).unwrap();
         let nspawn = Command::new("setsid")
             .arg("systemd-nspawn")
-            .args(["-D", rootfs.to_str().unwrap(), "-x", "-b"])
+            .args(["-D", rootfs.to_str().unwrap(), "--volatile=overlay", "-b"])
             .args(["--register=no", "--keep-unit", "--system-call-filter=bpf"])
-            .arg(format!("--network-namespace-path=/run/netns/{}", net.ns))
+            .arg("--private-network")
             .args(["--console=read-only", "--machine=felhom-pkg"])
             .env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1")
             .stdin(Stdio::null())
@@ -219,6 +208,9 @@ impl Container {
             std::thread::sleep(Duration::from_millis(50));
         }
         let (_, state) = c.run(&["systemctl", "is-system-running", "--wait"]);
+        ip(&["link", "set", &net.peer, "netns", &c.init.to_string()]);
+        c.must(&["ip", "addr", "add", &net.peer_cidr, "dev", &net.peer]);
+        c.must(&["ip", "link", "set", &net.peer, "up"]);
         eprintln!("container booted in {:.1?}: {}", t.elapsed(), state.trim());
         c
     }
