@@ -523,3 +523,17 @@ fn deb_installs_runs_backs_up_stops_and_purges_on_real_systemd() {
     drop(net);
     eprintln!("tests/package.rs: passed in {:.1?}", started.elapsed());
 }
+
+/// docs/configuration.md documents every key of the real config structs, as `` `section.key` ``.
+#[test]
+fn configuration_md_documents_every_config_key() {
+    let doc = std::fs::read_to_string(root_dir().join("docs/configuration.md")).unwrap();
+    let missing: Vec<&str> = felhom_agent::config::documented_keys()
+        .into_iter()
+        .filter(|k| !doc.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "undocumented in docs/configuration.md: {missing:?}"
+    );
+}
