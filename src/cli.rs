@@ -88,6 +88,9 @@ pub enum Cmd {
         #[command(subcommand)]
         op: BackupsCmd,
     },
+    /// Man pages and shell completions from this definition (packaging).
+    #[command(hide = true)]
+    Generate(crate::generate::GenerateArgs),
 }
 
 #[derive(Subcommand, Debug, Clone, Copy)]
@@ -252,6 +255,9 @@ pub fn init_logging() {
 }
 
 pub async fn run(cli: Cli) -> i32 {
+    if let Cmd::Generate(g) = &cli.cmd {
+        return crate::generate::run(g);
+    }
     let cfg = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -345,6 +351,8 @@ pub async fn run(cli: Cli) -> i32 {
             };
             backups(&agent, op, json).await
         }
-        Cmd::CheckConfig | Cmd::NextRuns { .. } | Cmd::SetupCommands { .. } => EXIT_OK,
+        Cmd::CheckConfig | Cmd::NextRuns { .. } | Cmd::SetupCommands { .. } | Cmd::Generate(_) => {
+            EXIT_OK
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod generate;
 pub mod health;
 pub mod identity;
 pub mod jobs;
