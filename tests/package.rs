@@ -346,6 +346,17 @@ fn deb_installs_runs_backs_up_stops_and_purges_on_real_systemd() {
         Err(why) => return skip(&why),
     };
     assert!(deb.exists(), "{} missing", deb.display());
+    // lintian: no errors (kept warnings and why: packaging/README.md).
+    if have("lintian") {
+        let (ok, text) = sh(Command::new("lintian")
+            .args(["--fail-on", "error"])
+            .arg(&deb));
+        eprintln!("lintian:\n{text}");
+        assert!(ok, "lintian reports errors:\n{text}");
+        assert!(!text.lines().any(|l| l.starts_with("E: ")), "{text}");
+    } else {
+        skip("lintian is not installed: the package was not linted (apt-get install lintian)");
+    }
     let rootfs = rootfs();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
