@@ -837,3 +837,27 @@ async fn a_dst_week_keeps_one_snapshot_of_the_repeated_hour() {
     }
     assert_eq!(kept.len(), 24 + 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_snapshots_in_the_same_second_get_distinct_names() {
+    let env = Env::basic().await;
+    let c = env.client(T101);
+    let g = qemu101();
+    let s = settings(keep_last(5), "UTC");
+    let t = env.now();
+    let a = created_name(
+        &snapshots::create(&c, &g, &s, t, &env.sleeper)
+            .await
+            .unwrap(),
+    );
+    let b = created_name(
+        &snapshots::create(&c, &g, &s, t, &env.sleeper)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(a, "felhom-20261118t110640z");
+    assert_eq!(
+        b, "felhom-20261118t110641z",
+        "the next free second, not 'already used'"
+    );
+}

@@ -85,7 +85,20 @@ pub async fn create(
     if let Some(l) = &lock.held {
         return Ok(CreateOutcome::Skipped(skipped(guest, l, lock.waited_secs)));
     }
-    let name = settings.prefix.name_at(now);
+    // Names carry the UTC second: if one is taken (a manual and a scheduled snapshot in the
+    // same second), the next free second is used instead of failing with "already used".
+    let existing: Vec<Snapshot> = client.get(guest.path(&["snapshot"]), &[]).await?;
+    let mut at = now;
+    let mut name = settings.prefix.name_at(at);
+    for _ in 0..60 {
+        if !existing.iter().any(|s| s.name == name) {
+            break;
+        }
+        at = at
+            .checked_add(jiff::SignedDuration::from_secs(1))
+            .unwrap_or(at);
+        name = settings.prefix.name_at(at);
+    }
     let mut form = vec![
         ("snapname", name.clone()),
         ("description", settings.description()),
