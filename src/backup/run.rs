@@ -61,6 +61,10 @@ pub struct Summary {
     /// Why that prune failed (the backup still counts as successful).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune_error: Option<String>,
+    /// Why the state file could not be saved (the previous good one is kept); the run then
+    /// exits non-zero whatever its result, so the loss is never silent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
 }
 
 impl Summary {
@@ -81,10 +85,14 @@ impl Summary {
             repaired: Vec::new(),
             pruned: None,
             prune_error: None,
+            state_error: None,
         }
     }
 
     pub fn exit_code(&self) -> i32 {
+        if self.state_error.is_some() && self.result != "busy" {
+            return 1;
+        }
         match self.result.as_str() {
             "ok" | "warnings" | "started" => 0,
             "busy" => 3,
@@ -116,6 +124,9 @@ impl Summary {
         }
         if let Some(e) = &self.prune_error {
             s.push_str(&format!("; pruning old backups failed: {e}"));
+        }
+        if let Some(e) = &self.state_error {
+            s.push_str(&format!("; {e}"));
         }
         s
     }
@@ -221,6 +232,9 @@ pub(crate) fn log_event(ev: &QuiesceEvent) {
     }
 }
 
+const INTERRUPTED_BEFORE_VZDUMP: &str =
+    "interrupted before vzdump was requested; nothing was started";
+
 struct Ctx<'a> {
     agent: &'a Agent,
     state: State,
@@ -229,9 +243,14 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn save(&self) {
+    fn save(&mut self) {
         if let Err(e) = self.agent.dir.save_state(&self.state) {
             tracing::error!(error = %e, "could not save the state file; the previous good state is kept");
+            self.summary.state_error = Some(format!(
+                "could not save the state file ({e}); the previous good state is kept and this \
+                 result is recorded only here: free space or fix permissions in {}",
+                self.agent.dir.path().display()
+            ));
         }
     }
 
@@ -320,11 +339,20 @@ async fn run_fresh(
 ) {
     let agent = ctx.agent;
     // 2. Identity.
-    let id = match identity::discover(&agent.client, agent.cfg.guest.vmid, &agent.local).await {
-        Ok(id) => id,
-        Err(e) => {
+    // A stop request while looking the guest up (retries can take a while) starts nothing.
+    let found = tokio::select! {
+        r = identity::discover(&agent.client, agent.cfg.guest.vmid, &agent.local) => Some(r),
+        _ = shutdown.wait() => None,
+    };
+    let id = match found {
+        Some(Ok(id)) => id,
+        Some(Err(e)) => {
             let msg = format!("identity: {e}");
             record_failure(ctx, None, &msg, None, None);
+            return;
+        }
+        None => {
+            record_failure(ctx, None, INTERRUPTED_BEFORE_VZDUMP, None, None);
             return;
         }
     };
@@ -372,7 +400,8 @@ async fn run_fresh(
                 jerr = Some(e.to_string());
             }
         };
-        let r = q.pre_all(&hooks, &env, &mut observer).await;
+        let stop = || shutdown.requested();
+        let r = q.pre_all_until(&hooks, &env, &mut observer, &stop).await;
         if let Some(e) = jerr {
             tracing::error!("journal write failed during quiesce: {e}");
         }
@@ -396,7 +425,7 @@ async fn run_fresh(
     let mut window: Option<f64> = None;
     let started = if shutdown.requested() {
         // Stopped during quiesce: start nothing new.
-        Err("interrupted before vzdump was requested; nothing was started".to_string())
+        Err(INTERRUPTED_BEFORE_VZDUMP.to_string())
     } else {
         start_vzdump(agent, &id, mode_s, &mut journal).await
     };

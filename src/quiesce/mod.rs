@@ -235,6 +235,18 @@ impl Quiescer {
         env: &[(String, String)],
         observer: Observer<'_>,
     ) -> Result<PreReport, QuiesceError> {
+        self.pre_all_until(hooks, env, observer, &|| false).await
+    }
+
+    /// [`Quiescer::pre_all`], but starts no further hook once `stop()` is true (the agent is
+    /// shutting down); the hooks that ran stay owed, the caller releases them.
+    pub async fn pre_all_until(
+        &mut self,
+        hooks: &[HookSpec],
+        env: &[(String, String)],
+        observer: Observer<'_>,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<PreReport, QuiesceError> {
         if self.phase != Phase::Idle {
             return Err(QuiesceError::AlreadyUsed);
         }
@@ -245,6 +257,9 @@ impl Quiescer {
             continued_failures: Vec::new(),
         };
         for hook in hooks {
+            if stop() {
+                break;
+            }
             if hook.pre.is_empty() {
                 self.owed.push(hook.clone());
                 observer(QuiesceEvent::PreSucceeded {

@@ -38,7 +38,9 @@ pub(crate) struct ConnState {
 }
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::server_config(shared.certs.clone()));
+    let mut acceptor =
+        tokio_rustls::TlsAcceptor::from(crate::tls::server_config(shared.certs.clone()));
+    let mut serving = shared.certs.fingerprint();
     loop {
         let (tcp, _peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -48,6 +50,13 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             _ = shared.shutdown.notified() => return,
         };
         let _ = tcp.set_nodelay(true);
+        // A renewed certificate means a restarted pveproxy: its TLS session cache is gone, so
+        // no client can resume a session made with the old certificate.
+        if shared.certs.fingerprint() != serving {
+            serving = shared.certs.fingerprint();
+            acceptor =
+                tokio_rustls::TlsAcceptor::from(crate::tls::server_config(shared.certs.clone()));
+        }
         let acceptor = acceptor.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
