@@ -10,6 +10,8 @@
 
 #[path = "faults/api.rs"]
 mod api;
+#[path = "faults/daemon.rs"]
+mod daemon;
 #[path = "faults/env.rs"]
 mod env;
 #[path = "faults/net.rs"]
