@@ -252,6 +252,8 @@ async fn sigkill_while_frozen_leaves_it_frozen_and_the_next_start_thaws_it_first
     );
     let mut child = env.spawn(&["backup-now", "--json"]);
     wait_journal(&env, "\"step\": \"frozen\"").await;
+    // Frozen, and the task is running (its consistency point is far away).
+    wait_journal(&env, "\"step\": \"upid-received\"").await;
     child.kill().unwrap(); // SIGKILL: the watchdog thread dies too
     let _ = child.wait();
     tokio::time::sleep(Duration::from_millis(300)).await;

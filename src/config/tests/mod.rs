@@ -745,10 +745,18 @@ fn fsfreeze_keys_parse_with_defaults_locations_and_limits() {
     let c = ok(&min(
         "[quiesce]\nfsfreeze = [\"/srv/data/\", \"/srv/db\"]\nmax-freeze = \"2m\"\nfsfreeze-force = true\n",
     ));
-    let paths: Vec<&Path> = c.quiesce.fsfreeze.iter().map(|f| f.path.as_path()).collect();
+    let paths: Vec<&Path> = c
+        .quiesce
+        .fsfreeze
+        .iter()
+        .map(|f| f.path.as_path())
+        .collect();
     assert_eq!(paths, vec![Path::new("/srv/data"), Path::new("/srv/db")]);
     let f = &c.quiesce.fsfreeze[1];
-    assert_eq!((f.line, f.column, f.file.as_path()), (8, 27, Path::new(CFG)));
+    assert_eq!(
+        (f.line, f.column, f.file.as_path()),
+        (8, 27, Path::new(CFG))
+    );
     assert_eq!(c.quiesce.max_freeze, Duration::from_secs(120));
     assert!(c.quiesce.fsfreeze_force);
     for (body, want) in [
