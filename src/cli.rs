@@ -203,7 +203,16 @@ impl Shutdown for Signals {
 
 pub fn load_config(cli: &Cli) -> Result<Config, String> {
     let path = config::resolve_path(cli.config.as_deref());
-    config::load(&path).map_err(|e| e.to_string())
+    let cfg = config::load(&path).map_err(|e| e.to_string())?;
+    check_mounts(&cfg)?;
+    Ok(cfg)
+}
+
+/// The load-time checks that need the real mounts (`quiesce.fsfreeze` never holds `/` or the
+/// state directory's filesystem).
+pub fn check_mounts(cfg: &Config) -> Result<(), String> {
+    crate::quiesce::fsfreeze_sys::check_config(cfg, &cfg.state.resolve_dir(&env))
+        .map_err(|e| e.to_string())
 }
 
 fn env(k: &str) -> Option<String> {

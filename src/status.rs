@@ -24,6 +24,7 @@ pub async fn print(agent: &Agent, shutdown: &dyn Shutdown, as_json: bool) -> i32
         .as_ref()
         .map(|j| j.posts_owed.clone())
         .unwrap_or_default();
+    let thaw_owed: Vec<String> = agent.dir.journal().load_thaw_owed().unwrap_or_default();
     if as_json {
         let v = json!({
             "identity": state.identity,
@@ -31,6 +32,8 @@ pub async fn print(agent: &Agent, shutdown: &dyn Shutdown, as_json: bool) -> i32
             "consecutive_failures": state.consecutive_failures,
             "pending": state.pending,
             "posts_owed": owed,
+            "thaw_owed": thaw_owed,
+            "last_fsfreeze": state.last_fsfreeze,
             "runs": state.runs.iter().rev().take(10).collect::<Vec<_>>(),
             "notes": notes,
         });
@@ -66,6 +69,29 @@ pub async fn print(agent: &Agent, shutdown: &dyn Shutdown, as_json: bool) -> i32
     }
     if !owed.is_empty() {
         println!("post hooks owed: {}", owed.join(", "));
+    }
+    if !thaw_owed.is_empty() {
+        println!(
+            "filesystems left frozen (thawed by the next run): {}",
+            thaw_owed.join(", ")
+        );
+    }
+    if let Some(f) = &state.last_fsfreeze {
+        match &f.skipped {
+            Some(why) => println!("last fsfreeze ({}): skipped: {why}", f.job),
+            None => println!(
+                "last fsfreeze ({}): froze [{}], already frozen by others [{}], {:.1}s{}",
+                f.job,
+                f.frozen.join(", "),
+                f.already_frozen.join(", "),
+                f.frozen_seconds.unwrap_or(0.0),
+                if f.cut_short {
+                    ", cut short by max-freeze"
+                } else {
+                    ""
+                }
+            ),
+        }
     }
     for n in &notes {
         println!("note: {n}");

@@ -12,15 +12,17 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::follow::{FollowOpts, FollowStats, Followed, RealClock, Shutdown, follow};
+use super::freeze::Freezer;
 use super::logscan::{GuestType, LogScan, Mode};
 use crate::config::{BackupMode, Config, Release};
 use crate::identity::{self, Identity, LocalFacts};
 use crate::pve::types::{TaskListEntry, TaskOutcome, TaskStart};
 use crate::pve::{ApiError, PveClient, Upid};
+use crate::quiesce::freeze::FreezeJob;
 use crate::quiesce::{HookSpec, OnError, QuiesceError, QuiesceEvent, Quiescer};
 use crate::state::{
-    GuestKind, JournalStep, LockError, LockInfo, PendingTask, RunKind, RunLock, RunRecord,
-    RunResult, State, StateDir,
+    FreezeRecord, GuestKind, JournalStep, LockError, LockInfo, PendingTask, RunKind, RunLock,
+    RunRecord, RunResult, State, StateDir,
 };
 
 pub struct Agent {
@@ -65,6 +67,9 @@ pub struct Summary {
     /// exits non-zero whatever its result, so the loss is never silent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_error: Option<String>,
+    /// What `quiesce.fsfreeze` did in this run (absent when nothing is configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsfreeze: Option<FreezeRecord>,
 }
 
 impl Summary {
@@ -86,6 +91,7 @@ impl Summary {
             pruned: None,
             prune_error: None,
             state_error: None,
+            fsfreeze: None,
         }
     }
 
@@ -420,8 +426,35 @@ async fn run_fresh(
             return;
         }
     }
+    // 3b. fsfreeze (after the pre hooks flushed the applications).
+    let job = FreezeJob::Backup {
+        snapshot: mode == Mode::Snapshot,
+        stop: mode == Mode::Stop,
+    };
+    let mut fz = match Freezer::begin(agent, &id, job, ctx.started, &mut journal).await {
+        Ok(f) => f,
+        Err(msg) => {
+            let mut window = None;
+            release(
+                &mut q,
+                &mut None,
+                &mut journal,
+                &id,
+                mode_s,
+                None,
+                quiesce_started,
+                &mut window,
+            )
+            .await;
+            let _ = journal.clear();
+            record_failure(ctx, Some(&id), &msg, None, window);
+            return;
+        }
+    };
+    let freezing = fz.as_ref().is_some_and(|f| f.record.skipped.is_none());
     // 4. vzdump on the guest's current node (re-resolved right before the call).
-    let release_at_cp = !hooks.is_empty() && agent.cfg.quiesce.release == Release::ConsistencyPoint;
+    let release_at_cp =
+        (!hooks.is_empty() || freezing) && agent.cfg.quiesce.release == Release::ConsistencyPoint;
     let mut window: Option<f64> = None;
     let started = if shutdown.requested() {
         // Stopped during quiesce: start nothing new.
@@ -434,6 +467,7 @@ async fn run_fresh(
         Err(msg) => {
             release(
                 &mut q,
+                &mut fz,
                 &mut journal,
                 &id,
                 mode_s,
@@ -443,6 +477,7 @@ async fn run_fresh(
             )
             .await;
             let _ = journal.clear();
+            note_freeze(ctx, &fz);
             record_failure(ctx, Some(&id), &msg, None, window);
             return;
         }
@@ -480,6 +515,7 @@ async fn run_fresh(
     let mut stats = FollowStats::default();
     let followed = {
         let q = &mut q;
+        let fz = &mut fz;
         let journal = &mut journal;
         let window = &mut window;
         let id = &id;
@@ -494,6 +530,7 @@ async fn run_fresh(
             async || {
                 release(
                     q,
+                    fz,
                     journal,
                     id,
                     mode_s,
@@ -515,6 +552,7 @@ async fn run_fresh(
     // 6. Whatever happened: release what is still owed.
     release(
         &mut q,
+        &mut fz,
         &mut journal,
         &id,
         mode_s,
@@ -524,6 +562,7 @@ async fn run_fresh(
     )
     .await;
     ctx.summary.quiesce_window_seconds = window;
+    note_freeze(ctx, &fz);
     match followed {
         Followed::Stopped { status } => {
             let exit = status
@@ -531,6 +570,12 @@ async fn run_fresh(
                 .clone()
                 .unwrap_or_else(|| "unexpected status".into());
             finish_with(ctx, &id, &upid_s, &node, &exit, &scan, window);
+            if let Some(w) = fz
+                .as_ref()
+                .and_then(|f| f.cut_short_warning(agent.cfg.quiesce.max_freeze))
+            {
+                warn_cut_short(ctx, w);
+            }
             let _ = journal.clear();
         }
         Followed::Detached => {
@@ -577,9 +622,38 @@ fn humantime(d: Duration) -> String {
     }
 }
 
-/// Runs the owed post hooks (no-op when none are owed or they already ran) and journals it.
+/// Keeps what fsfreeze did in the summary and the state (saved with the run record).
+fn note_freeze(ctx: &mut Ctx<'_>, fz: &Option<Freezer>) {
+    if let Some(f) = fz {
+        ctx.summary.fsfreeze = Some(f.record.clone());
+        ctx.state.last_fsfreeze = Some(f.record.clone());
+    }
+}
+
+/// A freeze cut short by the watchdog turns an `ok` run into `warnings` (the backup went on).
+fn warn_cut_short(ctx: &mut Ctx<'_>, warning: String) {
+    tracing::warn!("{warning}");
+    if let Some(r) = ctx.state.runs.back_mut() {
+        if r.result == RunResult::Ok {
+            r.result = RunResult::Warnings;
+        }
+        r.warnings += 1;
+        r.log_tail.push(warning.clone());
+    }
+    if ctx.summary.result == "ok" {
+        ctx.summary.result = "warnings".into();
+    }
+    ctx.summary.warnings += 1;
+    ctx.summary.error.get_or_insert(warning);
+    ctx.save();
+}
+
+/// Thaws what fsfreeze froze, then runs the owed post hooks (no-op when none are owed or they
+/// already ran) and journals it.
+#[allow(clippy::too_many_arguments)]
 async fn release(
     q: &mut Quiescer,
+    fz: &mut Option<Freezer>,
     journal: &mut crate::state::Journal,
     id: &Identity,
     mode: &str,
@@ -587,6 +661,9 @@ async fn release(
     started: Instant,
     window: &mut Option<f64>,
 ) {
+    if let Some(f) = fz.as_mut() {
+        f.release(journal, "release").await;
+    }
     if q.owed().is_empty() {
         return;
     }
@@ -770,6 +847,10 @@ async fn repair(
     let js = journal
         .resume()
         .map_err(|e| format!("cannot read the crash journal: {e}"))?;
+    // First of all: a filesystem a dead process left frozen.
+    if let Some(note) = super::freeze::repair_thaw(&mut journal) {
+        ctx.summary.repaired.push(note);
+    }
     let mut pending: Option<(String, String, i64)> = ctx
         .state
         .pending

@@ -23,7 +23,8 @@ use toml::de::{DeTable, DeValue};
 use super::values::{check_storage_id, check_token_id, check_vmid, parse_fingerprint, parse_url};
 use super::{
     BackupConfig, BackupMode, Command, Compress, Config, ConfigError, DEFAULT_BACKUP_SCHEDULE,
-    GuestConfig, HealthConfig, Hook, KEYS, OnError, PveConfig, QuiesceConfig, Release, StateConfig,
+    DEFAULT_MAX_FREEZE, FreezePath, GuestConfig, HealthConfig, Hook, KEYS, MAX_MAX_FREEZE, OnError,
+    PveConfig, QuiesceConfig, Release, StateConfig,
 };
 use section::Section;
 
@@ -189,6 +190,22 @@ fn build_quiesce(s: &Section<'_, '_>) -> Result<QuiesceConfig, ConfigError> {
         Release::ConsistencyPoint,
     )?;
     let in_stop_mode = s.bool("in-stop-mode")?.unwrap_or(false);
+    let fsfreeze = build_fsfreeze(s)?;
+    let max_freeze = s.duration("max-freeze", DEFAULT_MAX_FREEZE, true)?;
+    if max_freeze > MAX_MAX_FREEZE {
+        let span = s.get("max-freeze").map_or(0..0, |v| v.span());
+        return Err(s.err_at(
+            "max-freeze",
+            span,
+            format!(
+                "{}s is too long: at most {}s (600s = 10m); writers to a frozen filesystem hang \
+                 until the thaw",
+                max_freeze.as_secs(),
+                MAX_MAX_FREEZE.as_secs()
+            ),
+        ));
+    }
+    let fsfreeze_force = s.bool("fsfreeze-force")?.unwrap_or(false);
     let mut hooks: Vec<Hook> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for h in &s.array_of_tables("hooks")? {
@@ -212,7 +229,45 @@ fn build_quiesce(s: &Section<'_, '_>) -> Result<QuiesceConfig, ConfigError> {
         hooks,
         release,
         in_stop_mode,
+        fsfreeze,
+        max_freeze,
+        fsfreeze_force,
     })
+}
+
+/// `quiesce.fsfreeze`: unique absolute paths, each remembering where it was written (the
+/// mount checks happen at agent start, see [`crate::quiesce::fsfreeze_sys::check_config`]).
+fn build_fsfreeze(s: &Section<'_, '_>) -> Result<Vec<FreezePath>, ConfigError> {
+    let mut out: Vec<FreezePath> = Vec::new();
+    for (v, span) in s.string_items("fsfreeze")?.unwrap_or_default() {
+        if !v.starts_with('/') {
+            return Err(s.err_at(
+                "fsfreeze",
+                span,
+                format!("path {v:?} must be absolute (start with /)"),
+            ));
+        }
+        let path = crate::quiesce::freeze::normalise(std::path::Path::new(&v));
+        if let Some(first) = out.iter().find(|f| f.path == path) {
+            return Err(s.err_at(
+                "fsfreeze",
+                span,
+                format!(
+                    "{} is listed twice (first on line {})",
+                    path.display(),
+                    first.line
+                ),
+            ));
+        }
+        let (line, column) = line_col(s.ctx.text, span.start);
+        out.push(FreezePath {
+            path,
+            file: s.ctx.path.to_path_buf(),
+            line,
+            column,
+        });
+    }
+    Ok(out)
 }
 
 fn build_hook(h: &Section<'_, '_>) -> Result<Hook, ConfigError> {

@@ -83,6 +83,9 @@ pub const KEYS: &[&str] = &[
     "backup.retention.keep-yearly",
     "quiesce.release",
     "quiesce.in-stop-mode",
+    "quiesce.fsfreeze",
+    "quiesce.max-freeze",
+    "quiesce.fsfreeze-force",
     "quiesce.hooks.name",
     "quiesce.hooks.pre",
     "quiesce.hooks.post",
@@ -309,6 +312,29 @@ pub struct QuiesceConfig {
     pub release: Release,
     /// Run hooks in stop mode too. Default false (the shutdown is the quiesce).
     pub in_stop_mode: bool,
+    /// Mount points frozen (FIFREEZE) after the pre hooks and thawed before the posts. Absolute,
+    /// normalised, unique; checked against the real mounts when the agent starts.
+    pub fsfreeze: Vec<FreezePath>,
+    /// The longest a filesystem stays frozen: a watchdog thaws after it. > 0, at most
+    /// [`MAX_MAX_FREEZE`]. Default [`DEFAULT_MAX_FREEZE`].
+    pub max_freeze: Duration,
+    /// Freeze even when PVE freezes through the QEMU guest agent. Default false.
+    pub fsfreeze_force: bool,
+}
+
+/// `quiesce.max-freeze` when the key is absent.
+pub const DEFAULT_MAX_FREEZE: Duration = Duration::from_secs(30);
+/// Largest accepted `quiesce.max-freeze`.
+pub const MAX_MAX_FREEZE: Duration = Duration::from_secs(600);
+
+/// One `quiesce.fsfreeze` entry and where it was written (for errors found at start-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreezePath {
+    pub path: PathBuf,
+    /// The configuration file.
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
 }
 
 /// When the `post` commands run.

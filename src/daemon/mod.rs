@@ -97,6 +97,7 @@ pub fn load_for_reload(path: &Path, old: &Agent) -> Result<(Agent, Option<CronSc
         );
         cfg.state.dir = Some(old.dir.path().to_path_buf());
     }
+    crate::cli::check_mounts(&cfg)?;
     if cfg.health != old.cfg.health {
         tracing::warn!("[health] changed: it takes effect after a restart");
     }

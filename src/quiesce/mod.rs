@@ -18,6 +18,8 @@
 //!   caller can journal "pre of X succeeded" (the event carries the full owed list) or
 //!   "post of X ran". This module knows nothing about the journal.
 
+pub mod freeze;
+pub mod fsfreeze_sys;
 mod output;
 mod run;
 

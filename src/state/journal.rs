@@ -40,6 +40,22 @@ pub enum JournalStep {
         upid: String,
         node: String,
     },
+    /// About to FIFREEZE these mount points (freeze order). Until a `Frozen` step follows, a
+    /// restarted agent thaws all of them (EINVAL = was not frozen, harmless).
+    FreezePlanned {
+        mounts: Vec<String>,
+    },
+    /// FIFREEZE done: `frozen` by us (owed a thaw), `already_frozen` by someone else (EBUSY;
+    /// never thawed by us).
+    Frozen {
+        frozen: Vec<String>,
+        already_frozen: Vec<String>,
+    },
+    /// These mounts were thawed (`by`: `release`, `watchdog`, `failure`, `repair`).
+    Thawed {
+        mounts: Vec<String>,
+        by: String,
+    },
     /// All owed posts have run.
     Released,
     /// The run is over; nothing is owed.
@@ -114,6 +130,9 @@ impl JournalState {
                 }
                 JournalStep::Released => post_owed = false,
                 JournalStep::Finished => finished = true,
+                JournalStep::FreezePlanned { .. }
+                | JournalStep::Frozen { .. }
+                | JournalStep::Thawed { .. } => {}
             }
         }
         let posts_owed = if post_owed && !finished {
@@ -138,6 +157,31 @@ impl JournalState {
             finished,
         }
     }
+}
+
+/// Mount points the journalled run froze (or was about to freeze) and has not recorded as
+/// thawed, in thaw order (the reverse of the freeze order). Empty once `Finished`.
+fn thaw_owed(file: &JournalFile) -> Vec<String> {
+    let mut owed: Vec<String> = Vec::new();
+    for step in &file.steps {
+        match step {
+            JournalStep::FreezePlanned { mounts } => {
+                for m in mounts {
+                    if !owed.contains(m) {
+                        owed.push(m.clone());
+                    }
+                }
+            }
+            JournalStep::Frozen { already_frozen, .. } => {
+                owed.retain(|m| !already_frozen.contains(m));
+            }
+            JournalStep::Thawed { mounts, .. } => owed.retain(|m| !mounts.contains(m)),
+            JournalStep::Finished => owed.clear(),
+            _ => {}
+        }
+    }
+    owed.reverse();
+    owed
 }
 
 /// Handle on `journal.json`.
@@ -191,7 +235,7 @@ impl Journal {
     /// holds a run that is not settled.
     pub fn begin(&mut self, run_id: impl Into<String>, started: i64) -> Result<(), StateError> {
         if let Some(old) = self.read()?
-            && !JournalState::from_file(&old).is_settled()
+            && (!JournalState::from_file(&old).is_settled() || !thaw_owed(&old).is_empty())
         {
             return Err(StateError::JournalUnfinished {
                 path: self.path(),
@@ -213,6 +257,16 @@ impl Journal {
     pub fn resume(&mut self) -> Result<Option<JournalState>, StateError> {
         self.current = self.read()?;
         Ok(self.current.as_ref().map(JournalState::from_file))
+    }
+
+    /// Mounts the adopted (or begun) run still owes a thaw, in thaw order; see [`thaw_owed`].
+    pub fn thaw_owed(&self) -> Vec<String> {
+        self.current.as_ref().map(thaw_owed).unwrap_or_default()
+    }
+
+    /// [`Journal::thaw_owed`] of the journal on disk (for `status`).
+    pub fn load_thaw_owed(&self) -> Result<Vec<String>, StateError> {
+        Ok(self.read()?.as_ref().map(thaw_owed).unwrap_or_default())
     }
 
     /// Appends a step and writes the journal atomically before returning.

@@ -27,7 +27,8 @@ use std::sync::Mutex;
 pub use journal::{Journal, JournalState, JournalStep, VzdumpRequest};
 pub use lock::{LockError, LockInfo, RunLock};
 pub use types::{
-    GuestKind, Identity, MAX_RUNS, PendingTask, RunKind, RunRecord, RunResult, STATE_VERSION, State,
+    FreezeRecord, GuestKind, Identity, MAX_RUNS, PendingTask, RunKind, RunRecord, RunResult,
+    STATE_VERSION, State,
 };
 
 /// File names inside the state directory.

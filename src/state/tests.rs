@@ -517,3 +517,51 @@ fn journal_file_format() {
         })
     );
 }
+
+#[test]
+fn journal_owes_a_thaw_from_the_freeze_plan_until_thawed() {
+    let t = TempDir::new("journal-freeze");
+    let dir = StateDir::open(t.path()).unwrap();
+    let mut j = dir.journal();
+    j.begin("run-f", 700).unwrap();
+    assert!(j.thaw_owed().is_empty());
+    j.record(JournalStep::FreezePlanned {
+        mounts: vec!["/srv/b".into(), "/srv/a".into(), "/srv/c".into()],
+    })
+    .unwrap();
+    // Crash between the plan and the result: every planned mount is owed, thaw order.
+    assert_eq!(
+        dir.journal().load_thaw_owed().unwrap(),
+        vec!["/srv/c", "/srv/a", "/srv/b"]
+    );
+    j.record(JournalStep::Frozen {
+        frozen: vec!["/srv/b".into(), "/srv/a".into()],
+        already_frozen: vec!["/srv/c".into()],
+    })
+    .unwrap();
+    // Someone else's freeze is never ours to thaw.
+    assert_eq!(
+        dir.journal().load_thaw_owed().unwrap(),
+        vec!["/srv/a", "/srv/b"]
+    );
+    // A new run is refused while a thaw is owed, even with nothing else pending.
+    assert!(matches!(
+        dir.journal().begin("run-g", 800),
+        Err(StateError::JournalUnfinished { .. })
+    ));
+    j.record(JournalStep::Thawed {
+        mounts: vec!["/srv/a".into()],
+        by: "watchdog".into(),
+    })
+    .unwrap();
+    let mut restarted = dir.journal();
+    restarted.resume().unwrap();
+    assert_eq!(restarted.thaw_owed(), vec!["/srv/b"]);
+    j.record(JournalStep::Thawed {
+        mounts: vec!["/srv/b".into()],
+        by: "release".into(),
+    })
+    .unwrap();
+    assert!(dir.journal().load_thaw_owed().unwrap().is_empty());
+    dir.journal().begin("run-g", 800).unwrap();
+}

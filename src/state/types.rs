@@ -45,6 +45,9 @@ pub struct State {
     /// missed (the input of the snapshot schedule's plan); written only under the run lock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_snapshot_scheduled: Option<i64>,
+    /// What the last run with `quiesce.fsfreeze` configured did about freezing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fsfreeze: Option<FreezeRecord>,
     /// Fields written by a newer build; preserved verbatim on save.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -62,6 +65,7 @@ impl Default for State {
             last_scheduled: None,
             last_selfcheck: None,
             last_snapshot_scheduled: None,
+            last_fsfreeze: None,
             extra: serde_json::Map::new(),
         }
     }
@@ -173,4 +177,31 @@ pub struct PendingTask {
     pub started: i64,
     /// Why it is pending, e.g. `timed out`, `agent stopped`.
     pub reason: String,
+}
+
+/// What one run did about `quiesce.fsfreeze`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FreezeRecord {
+    /// `backup` or `snapshot`.
+    pub job: String,
+    /// Epoch seconds: when the run started (the `started` of its run record).
+    pub run_started: i64,
+    /// Mount points this run froze (and thawed), in freeze order.
+    #[serde(default)]
+    pub frozen: Vec<String>,
+    /// Mount points found frozen by someone else (EBUSY): recorded, never thawed by the agent.
+    #[serde(default)]
+    pub already_frozen: Vec<String>,
+    /// Why the agent did not freeze (e.g. PVE freezes through the guest agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// From the first FIFREEZE to the thaw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_seconds: Option<f64>,
+    /// The watchdog thawed at `quiesce.max-freeze`, before the release.
+    #[serde(default)]
+    pub cut_short: bool,
+    /// Freeze or thaw failures, one line each.
+    #[serde(default)]
+    pub errors: Vec<String>,
 }

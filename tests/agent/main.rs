@@ -7,4 +7,5 @@ mod harness;
 mod backup;
 mod crash;
 mod failures;
+mod fsfreeze;
 mod setup;

@@ -258,6 +258,27 @@ impl<'a, 'i> Section<'a, 'i> {
         Ok(Some((strings, v.span())))
     }
 
+    /// An array of strings, each with its own span (for errors about one element).
+    pub(super) fn string_items(
+        &self,
+        key: &str,
+    ) -> Result<Option<Vec<(String, Span)>>, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let DeValue::Array(items) = v.get_ref() else {
+            return Err(self.wrong_type(key, v, "an array of strings"));
+        };
+        items
+            .iter()
+            .map(|item| match item.get_ref() {
+                DeValue::String(s) => Ok((s.to_string(), item.span())),
+                _ => Err(self.wrong_type(key, item, "a string")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
     /// A string value run through `f`; `f`'s message is reported at the value.
     pub(super) fn parsed<T>(
         &self,

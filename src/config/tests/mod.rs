@@ -197,7 +197,7 @@ fn example_with_optional_settings_enabled_parses_and_covers_every_key() {
 #[test]
 fn documented_keys_are_dotted_and_unique() {
     let keys = documented_keys();
-    assert_eq!(keys.len(), 50);
+    assert_eq!(keys.len(), 53);
     for key in [
         "backup.mode",
         "quiesce.hooks.pre",
@@ -734,4 +734,51 @@ fn state_dir_resolution() {
         dir: Some("/srv/st".into()),
     };
     assert_eq!(set.resolve_dir(&env), PathBuf::from("/srv/st"));
+}
+
+#[test]
+fn fsfreeze_keys_parse_with_defaults_locations_and_limits() {
+    let c = ok(&min(""));
+    assert!(c.quiesce.fsfreeze.is_empty());
+    assert_eq!(c.quiesce.max_freeze, Duration::from_secs(30));
+    assert!(!c.quiesce.fsfreeze_force);
+    let c = ok(&min(
+        "[quiesce]\nfsfreeze = [\"/srv/data/\", \"/srv/db\"]\nmax-freeze = \"2m\"\nfsfreeze-force = true\n",
+    ));
+    let paths: Vec<&Path> = c
+        .quiesce
+        .fsfreeze
+        .iter()
+        .map(|f| f.path.as_path())
+        .collect();
+    assert_eq!(paths, vec![Path::new("/srv/data"), Path::new("/srv/db")]);
+    let f = &c.quiesce.fsfreeze[1];
+    assert_eq!(
+        (f.line, f.column, f.file.as_path()),
+        (8, 27, Path::new(CFG))
+    );
+    assert_eq!(c.quiesce.max_freeze, Duration::from_secs(120));
+    assert!(c.quiesce.fsfreeze_force);
+    for (body, want) in [
+        (
+            "fsfreeze = [\"srv\"]",
+            "8:13: quiesce.fsfreeze: path \"srv\" must be absolute (start with /)",
+        ),
+        (
+            "fsfreeze = [\"/a\", \"/a/\"]",
+            "8:19: quiesce.fsfreeze: /a is listed twice (first on line 8)",
+        ),
+        (
+            "max-freeze = \"0s\"",
+            "8:14: quiesce.max-freeze: duration \"0s\" must be greater than zero",
+        ),
+        (
+            "max-freeze = \"11m\"",
+            "8:14: quiesce.max-freeze: 660s is too long: at most 600s (600s = 10m); writers to a \
+             frozen filesystem hang until the thaw",
+        ),
+    ] {
+        let e = err(&min(&format!("[quiesce]\n{body}\n")));
+        assert_eq!(e, format!("{CFG}:{want}"), "{body}");
+    }
 }
