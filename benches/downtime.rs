@@ -29,6 +29,13 @@ enum Guest {
 }
 
 impl Guest {
+    fn short(self) -> &'static str {
+        match self {
+            Guest::Qemu101 => "qemu101",
+            Guest::Lxc103 => "lxc103",
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Guest::Qemu101 => "qemu 101 (snapshot)",
@@ -52,9 +59,9 @@ fn fake_sysfs(root: &Path, mac: &str, uuid: Option<&str>) {
     }
 }
 
-fn read_stamp(p: &Path) -> f64 {
+fn read_stamp(p: &Path, agent_output: &str) -> f64 {
     std::fs::read_to_string(p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .unwrap_or_else(|e| panic!("{}: {e}\nagent:\n{agent_output}", p.display()))
         .trim()
         .parse()
         .unwrap()
@@ -71,7 +78,7 @@ async fn run(guest: Guest, release: &str, duration: f64, root: &Path) -> Outcome
     .await
     .unwrap();
     assert_eq!(sim.world().clock.speed(), 1.0);
-    let dir: PathBuf = root.join(format!("{}-{release}", guest.label().replace(' ', "_")));
+    let dir: PathBuf = root.join(format!("{}-{release}", guest.short()));
     std::fs::create_dir_all(dir.join("state")).unwrap();
     let (secret, tokenid, mac, uuid) = match guest {
         Guest::Qemu101 => (
@@ -143,7 +150,8 @@ timeout = "10s"
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-    let window = read_stamp(&dir.join("post-start")) - read_stamp(&dir.join("pre-end"));
+    let all = format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let window = read_stamp(&dir.join("post-start"), &all) - read_stamp(&dir.join("pre-end"), &all);
     drop(sim);
     Outcome {
         window,

@@ -14,7 +14,7 @@
 //! Run: `benches/peers.sh` (installs proxmoxer and proxcli into `.cache/venv` first), or
 //! `cargo bench --bench peers` with `FELHOM_PYTHON` set to a Python that has both.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Command;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ struct Bed {
     home: PathBuf,
 }
 
-async fn bed(duration: f64, python: &PathBuf, dir: &std::path::Path) -> Bed {
+async fn bed(duration: f64, python: &Path, dir: &Path) -> Bed {
     let text = BASIC
         .replace("duration = 20.0", &format!("duration = {duration}"))
         .replace("consistency-point = 2.0", "consistency-point = 5.0");
@@ -89,7 +89,7 @@ async fn bed(duration: f64, python: &PathBuf, dir: &std::path::Path) -> Bed {
         sim,
         client,
         ca,
-        python: python.clone(),
+        python: python.to_path_buf(),
         home: dir.to_path_buf(),
     }
 }
