@@ -2,6 +2,13 @@
 //! adaptive polling (`poll::PollPlan`), releasing the quiesce at the consistency point, tolerance
 //! of transient errors until the task timeout, and a prompt, safe stop on shutdown.
 //!
+//! Transient transport errors are retried until the task timeout. HTTP >= 500 answers from PVE
+//! itself (`ApiError::Server`; pveproxy/pvedaemon answer 500 while pvedaemon restarts, e.g.
+//! during an upgrade) are tolerated for a bounded streak: the [`MAX_SERVER_ERRORS`]th
+//! consecutive one ends following (`Lost`); any successful read resets the streak; between
+//! tries the follower waits at least the plan's next wait and at least [`SERVER_ERROR_WAIT`].
+//! Other errors (401, 403, 404, 400, decode, TLS) end following at once.
+//!
 //! Invariant: whatever way this returns, the caller still owes nothing but `post_all` (which is
 //! idempotent); the release callback runs at most once.
 
@@ -11,6 +18,43 @@ use super::logscan::{GuestType, LogScan, Mode};
 use super::poll::PollPlan;
 use crate::pve::types::{TaskLogLine, TaskStatus};
 use crate::pve::{ApiError, PveClient, Upid};
+
+/// The number of consecutive HTTP >= 500 answers on the task log/status reads that ends
+/// following with [`Followed::Lost`].
+pub const MAX_SERVER_ERRORS: u32 = 5;
+/// The least wait before the next read after an HTTP >= 500 answer.
+pub const SERVER_ERROR_WAIT: Duration = Duration::from_secs(1);
+
+/// What to do with a failed task log/status read.
+enum ReadError {
+    /// Retry at the next poll (transient transport error).
+    Retry,
+    /// Retry, after at least [`SERVER_ERROR_WAIT`] (a tolerated HTTP >= 500).
+    RetrySlowly,
+    /// Stop following.
+    Fatal(ApiError),
+}
+
+/// Classify a failed read; `streak` counts consecutive HTTP >= 500 answers.
+fn on_read_error(e: ApiError, what: &str, streak: &mut u32) -> ReadError {
+    if e.is_retryable() {
+        tracing::warn!(error = %e, "reading the task {what} failed; will retry");
+        return ReadError::Retry;
+    }
+    if matches!(e, ApiError::Server { status, .. } if status >= 500) {
+        *streak += 1;
+        if *streak < MAX_SERVER_ERRORS {
+            tracing::warn!(
+                error = %e,
+                consecutive = *streak,
+                max = MAX_SERVER_ERRORS,
+                "reading the task {what} failed with a server error; will retry"
+            );
+            return ReadError::RetrySlowly;
+        }
+    }
+    ReadError::Fatal(e)
+}
 
 /// How following ended.
 #[derive(Debug)]
@@ -112,13 +156,17 @@ pub async fn follow(
         return Followed::Detached;
     }
     let mut ask_status = false;
+    // Consecutive HTTP >= 500 answers on the reads; reset by any successful read.
+    let mut server_errors = 0u32;
     loop {
+        let mut slow = false;
         // Read new log lines (start = lines seen so far).
         stats.polls += 1;
         stats.requests += 1;
         let mut task_line_seen = false;
         match client.task_log(upid, scan.len() as u64, 5000).await {
             Ok(log) => {
+                server_errors = 0;
                 for TaskLogLine { n, t } in log.lines {
                     if n as usize <= scan.len() {
                         continue; // a repeated line (never expected, harmless)
@@ -138,10 +186,11 @@ pub async fn follow(
                     }
                 }
             }
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "reading the task log failed; will retry")
-            }
-            Err(e) => return Followed::Lost(e),
+            Err(e) => match on_read_error(e, "log", &mut server_errors) {
+                ReadError::Retry => {}
+                ReadError::RetrySlowly => slow = true,
+                ReadError::Fatal(e) => return Followed::Lost(e),
+            },
         }
         if !released && scan.consistency_point().is_some() {
             on_release().await;
@@ -167,11 +216,12 @@ pub async fn follow(
                     }
                     return Followed::Stopped { status: st };
                 }
-                Ok(_) => {}
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, "reading the task status failed; will retry")
-                }
-                Err(e) => return Followed::Lost(e),
+                Ok(_) => server_errors = 0,
+                Err(e) => match on_read_error(e, "status", &mut server_errors) {
+                    ReadError::Retry => {}
+                    ReadError::RetrySlowly => slow = true,
+                    ReadError::Fatal(e) => return Followed::Lost(e),
+                },
             }
         }
         if elapsed() >= opts.task_timeout {
@@ -179,8 +229,11 @@ pub async fn follow(
         }
         let next = plan.next(secs());
         ask_status = next.ask_status;
-        let wait =
-            Duration::from_secs_f64(next.wait).min(opts.task_timeout.saturating_sub(elapsed()));
+        let mut wait = Duration::from_secs_f64(next.wait);
+        if slow {
+            wait = wait.max(SERVER_ERROR_WAIT);
+        }
+        let wait = wait.min(opts.task_timeout.saturating_sub(elapsed()));
         if shutdown.requested() {
             return Followed::Interrupted;
         }
@@ -190,3 +243,7 @@ pub async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "follow_tests.rs"]
+mod tests;

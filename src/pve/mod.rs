@@ -12,7 +12,7 @@ pub mod guest_config;
 pub mod lenient;
 pub mod retry;
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 pub mod tls;
 pub mod types;
 pub mod upid;

@@ -6,9 +6,11 @@
 //! * a [`FreezeSession`] starts its watchdog (a dedicated `std::thread`, independent of the async
 //!   runtime) *before* the first FIFREEZE; the watchdog thaws every mount the session froze once
 //!   the deadline passes, unless [`FreezeSession::thaw_all`] stopped it first;
-//! * a mount is only ever added to the session's "we froze it" list after FIFREEZE succeeded,
-//!   and FIFREEZE runs under the session lock, so once the watchdog has fired nothing more is
-//!   frozen; EBUSY (someone else froze it) is reported and the mount is never thawed by us;
+//! * a mount is only ever added to the session's "we froze it" list after FIFREEZE succeeded;
+//!   FIFREEZE runs *outside* the session lock (it flushes first and may block for long, and the
+//!   watchdog must still thaw the mounts frozen before at the deadline); a FIFREEZE that
+//!   completes after the watchdog fired is thawed again at once, so once the watchdog has fired
+//!   nothing stays frozen; EBUSY (someone else froze it) is reported and never thawed by us;
 //! * EINVAL on thaw means "not frozen" (already thawed): fine, and reported as such.
 
 use std::ffi::CString;
@@ -179,6 +181,8 @@ struct Inner {
     frozen: Vec<PathBuf>,
     first_frozen: Option<Instant>,
     stop: bool,
+    /// Tests: fire the watchdog now instead of at the deadline.
+    expire: bool,
     /// Set once the session thawed (by the watchdog or by `thaw_all`).
     report: Option<ThawReport>,
 }
@@ -242,7 +246,7 @@ impl FreezeSession {
                         return;
                     }
                     let now = Instant::now();
-                    if now >= deadline {
+                    if now >= deadline || g.expire {
                         break;
                     }
                     g =
@@ -272,15 +276,31 @@ impl FreezeSession {
 
     /// FIFREEZE `mount` (blocking). Refused once the session has thawed (watchdog fired).
     pub fn freeze(&self, mount: &Path) -> FreezeResult {
-        let mut g = self.shared.lock();
-        if g.report.is_some() {
+        self.freeze_with(mount, freeze)
+    }
+
+    /// [`FreezeSession::freeze`] with the ioctl given. The ioctl runs *without* the session
+    /// lock: FIFREEZE first flushes dirty data and can take long, and the watchdog must be able
+    /// to thaw the mounts frozen before meanwhile. A mount whose FIFREEZE completes after the
+    /// watchdog fired is thawed again at once and reported as a failure.
+    fn freeze_with(&self, mount: &Path, op: impl FnOnce(&Path) -> FreezeResult) -> FreezeResult {
+        if self.shared.lock().report.is_some() {
             return FreezeResult::Failed("max-freeze passed before this mount was frozen".into());
         }
-        let r = freeze(mount);
-        if r == FreezeResult::Frozen {
-            g.frozen.push(mount.to_path_buf());
-            g.first_frozen.get_or_insert_with(Instant::now);
+        let r = op(mount);
+        let mut g = self.shared.lock();
+        if r != FreezeResult::Frozen {
+            return r;
         }
+        if let Some(report) = g.report.as_mut() {
+            let t = thaw(mount);
+            report.thawed.push((mount.to_path_buf(), t));
+            return FreezeResult::Failed(
+                "max-freeze passed while this mount was being frozen; thawed again".into(),
+            );
+        }
+        g.frozen.push(mount.to_path_buf());
+        g.first_frozen.get_or_insert_with(Instant::now);
         r
     }
 
@@ -311,8 +331,75 @@ impl FreezeSession {
     }
 }
 
+#[cfg(test)]
+impl FreezeSession {
+    /// Makes the watchdog fire now; `false` when the session lock is held (it could not).
+    fn try_expire(&self) -> bool {
+        match self.shared.inner.try_lock() {
+            Ok(mut g) => {
+                g.expire = true;
+                self.shared.cv.notify_all();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn watchdog_finished(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_none_or(|t| t.is_finished())
+    }
+}
+
 impl Drop for FreezeSession {
     fn drop(&mut self) {
         self.thaw_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FIFREEZE that blocks (flushing) must not keep the watchdog from thawing the mounts
+    /// frozen before it; the late one is thawed again at once.
+    #[test]
+    fn the_watchdog_thaws_while_a_later_fifreeze_is_still_running() {
+        let dir = std::env::temp_dir();
+        let a = dir.join("felhom-fsfreeze-unit-a");
+        let b = dir.join("felhom-fsfreeze-unit-b");
+        let s = FreezeSession::start(Duration::from_secs(3600)).unwrap();
+        assert_eq!(
+            s.freeze_with(&a, |_| FreezeResult::Frozen),
+            FreezeResult::Frozen
+        );
+        let r = s.freeze_with(&b, |_| {
+            // While this FIFREEZE "flushes", the deadline passes.
+            assert!(s.try_expire(), "the session lock is held during FIFREEZE");
+            let t0 = Instant::now();
+            while !s.watchdog_finished() {
+                assert!(t0.elapsed() < Duration::from_secs(10), "watchdog blocked");
+                std::thread::yield_now();
+            }
+            FreezeResult::Frozen
+        });
+        assert_eq!(
+            r,
+            FreezeResult::Failed(
+                "max-freeze passed while this mount was being frozen; thawed again".into()
+            )
+        );
+        assert!(s.cut_short());
+        let report = s.thaw_all();
+        assert!(report.by_watchdog);
+        let mounts: Vec<&Path> = report.thawed.iter().map(|(m, _)| m.as_path()).collect();
+        assert_eq!(mounts, [a.as_path(), b.as_path()]);
+        assert_eq!(
+            s.freeze_with(&a, |_| FreezeResult::Frozen),
+            FreezeResult::Failed("max-freeze passed before this mount was frozen".into())
+        );
     }
 }

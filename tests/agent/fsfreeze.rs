@@ -1,6 +1,7 @@
 //! `quiesce.fsfreeze` end to end on a real loop-mounted ext4 (root only): frozen during the
 //! window and thawed at the consistency point; the watchdog thawing at max-freeze; SIGKILL while
-//! frozen and the next start thawing first; someone else's freeze (EBUSY) left alone; the qemu
+//! frozen and the next start thawing first; SIGTERM while frozen thawing before the post hooks
+//! and the exit; someone else's freeze (EBUSY) left alone; the qemu
 //! guest-agent skip; the load-time refusals. Without root or a loop device every test prints a
 //! loud SKIP line and returns. A freeze outlives its process, so [`LoopFs`] thaws, unmounts and
 //! detaches in `Drop` whatever happened.
@@ -293,6 +294,67 @@ async fn sigkill_while_frozen_leaves_it_frozen_and_the_next_start_thaws_it_first
         r.stderr
     );
     assert!(!env.dir.join("state/journal.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_frozen_thaws_before_the_post_hooks_and_before_exiting() {
+    let Some(fs) = LoopFs::setup("sigterm") else {
+        return;
+    };
+    let env = Env::start(Guest::Lxc103, 1.0, slow).await;
+    let extra = format!(
+        "{}{}",
+        env.hook("app"),
+        quiesce(&fs, "max-freeze = \"60s\"")
+    );
+    env.write_config(&env.config_text("felhom103@pve!agent", &extra));
+    let child = env.spawn(&["backup-now", "--json"]);
+    wait_journal(&env, "\"step\": \"frozen\"").await;
+    wait_journal(&env, "\"step\": \"upid-received\"").await;
+    assert!(fs.is_frozen(), "frozen while the task runs");
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let (code, j, stderr) = wait_child(child).await;
+    // Right after the exit: FIFREEZE by us succeeds (then thaws), so the agent had thawed.
+    assert!(
+        !fs.is_frozen(),
+        "the agent exited with the filesystem frozen"
+    );
+    assert_eq!(code, 1, "{j}\n{stderr}");
+    assert!(
+        j["error"].as_str().unwrap().starts_with("interrupted; "),
+        "{j}"
+    );
+    assert_eq!(j["fsfreeze"]["frozen"], serde_json::json!([fs.mnt_str()]));
+    assert_eq!(j["fsfreeze"]["cut_short"], false, "{j}");
+    assert!(
+        env.marker().iter().any(|l| l.starts_with("app-post ")),
+        "{:?}",
+        env.marker()
+    );
+    // The journal (kept: the task is pending) says thawed by the release, before the post ran.
+    let journal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.dir.join("state/journal.json")).unwrap())
+            .unwrap();
+    let steps: Vec<&str> = journal["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    let thawed = steps.iter().position(|s| *s == "thawed").expect("thawed");
+    let post = steps
+        .iter()
+        .position(|s| *s == "post-ran")
+        .expect("post-ran");
+    assert!(thawed < post, "{steps:?}");
+    assert_eq!(journal["steps"][thawed]["by"], "release");
+    assert_eq!(
+        journal["steps"][thawed]["mounts"],
+        serde_json::json!([fs.mnt_str()])
+    );
+    assert_eq!(env.state()["pending"]["reason"], "agent stopped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,11 @@
 //! Faults the API itself produces, injected with pve-sim's fault controls on loopback: bursts of
-//! 502/503/595 at start and while polling, a 500 while polling, answers slower than the client
-//! timeout, hanging answers, connection resets, a locked guest, the token revoked mid-run and
-//! the certificate renewed (pin mismatch) mid-run. (503/596 bursts with idle keep-alive closes
+//! 502/503/595 at start and while polling, a short streak of 500s while polling (survived) and a
+//! persistent 500 (lost), answers slower than the client timeout, hanging answers, connection
+//! resets, a locked guest, the token revoked mid-run and the certificate renewed (pin mismatch)
+//! mid-run. (503/596 bursts with idle keep-alive closes
 //! are in tests/agent/failures.rs.)
+
+use std::time::Duration;
 
 use pve_sim::{FaultKind, FaultSpec};
 
@@ -66,6 +69,40 @@ async fn bursts_of_502_503_595_at_start_and_while_polling_are_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_consecutive_500s_while_polling_are_survived() {
+    let env = Env::local(20.0, |s| s.replace("duration = 20.0", "duration = 600.0")).await;
+    env.configure(&env.hook("app", 0.0, 0.0));
+    let child = env.spawn(&["backup-now", "--json"]);
+    env.wait_task_started().await;
+    env.sim.add_fault(fault(
+        "GET",
+        TASKS,
+        status(500, "unable to read task log"),
+        3,
+    ));
+    // All three 500s are answered while the task still runs; then it ends.
+    let t0 = std::time::Instant::now();
+    while hits(&env) < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "500s not hit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.sim.advance(700.0);
+    let r = env.finish(child, "backup-now").await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.json()["result"], "ok");
+    assert_eq!(hits(&env), 3, "every injected 500 was hit");
+    assert!(
+        r.stderr.contains("failed with a server error; will retry"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(env.state()["runs"][0]["result"], "ok");
+    assert_eq!(env.vzdump_posts(), 1);
+    env.assert_no_secret().await;
+}
+
+/// A persistent 500 (here 50 in a row): the 5th consecutive one ends following.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_while_polling_loses_track_but_keeps_the_task_for_the_next_start() {
     let env = Env::local(20.0, |s| s.replace("duration = 20.0", "duration = 600.0")).await;
     env.configure(&env.hook("app", 0.0, 0.0));
@@ -85,6 +122,7 @@ async fn a_500_while_polling_loses_track_but_keeps_the_task_for_the_next_start()
             && err.contains("500"),
         "{err}"
     );
+    assert_eq!(hits(&env), 5, "the 5th consecutive 500 ends following");
     assert!(env.marker().contains(&"app-post".to_string()), "released");
     let st = env.state();
     assert_eq!(st["pending"]["upid"], upid.as_str());
