@@ -92,10 +92,7 @@ impl Driver {
     fn park(&self, at: f64) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        self.sleepers
-            .lock()
-            .unwrap()
-            .push(Wake { at, seq, tx });
+        self.sleepers.lock().unwrap().push(Wake { at, seq, tx });
         self.done_one();
         rx
     }
@@ -116,7 +113,11 @@ impl Driver {
             let now = self.now();
             let next_agent = self.sleepers.lock().unwrap().peek().map(|w| w.at);
             let next_sim = sim.world().next_due();
-            let Some(mut t) = [next_agent, next_sim].into_iter().flatten().reduce(f64::min) else {
+            let Some(mut t) = [next_agent, next_sim]
+                .into_iter()
+                .flatten()
+                .reduce(f64::min)
+            else {
                 return; // nobody sleeps, no task runs: done
             };
             if next_agent.is_none_or(|a| a > now + 1e-9) {
@@ -373,7 +374,9 @@ async fn run_one(
     let now = sim.world().clock.now();
     let fire = schedule.next_after(ts(now)).unwrap();
     // The persisted last run: yesterday's fire (a fleet in steady state, not a fresh install).
-    let last = fire.checked_sub(jiff::SignedDuration::from_hours(24)).unwrap();
+    let last = fire
+        .checked_sub(jiff::SignedDuration::from_hours(24))
+        .unwrap();
     let drv = Arc::new(Driver {
         now: AtomicU64::new(now.to_bits()),
         sleepers: Mutex::new(BinaryHeap::new()),
@@ -395,8 +398,8 @@ async fn run_one(
         .unwrap();
         // With history: the previous run took this guest's duration plus the 2 s the simulated
         // log adds around it (what the daemon records after a first run).
-        let history = (!first_run)
-            .then(|| Duration::from_secs_f64(duration_of(vmid, durations, seed) + 2.0));
+        let history =
+            (!first_run).then(|| Duration::from_secs_f64(duration_of(vmid, durations, seed) + 2.0));
         handles.push(tokio::spawn(agent(
             vmid,
             client,
@@ -532,7 +535,9 @@ fn opts() -> Opts {
     let first_run = args.iter().any(|a| a == "--first-run")
         || std::env::var("FLEET_FIRST_RUN").is_ok_and(|v| v == "1");
     Opts {
-        agents: get("--agents", "FLEET_AGENTS", "500").parse().expect("agents"),
+        agents: get("--agents", "FLEET_AGENTS", "500")
+            .parse()
+            .expect("agents"),
         splays: get("--splays", "FLEET_SPLAYS", "0s,15m,1h,4h")
             .split(',')
             .map(|s| (s.trim().to_string(), parse_duration(s)))

@@ -90,7 +90,11 @@ fn next_due_names_the_next_step_or_timeout() {
     assert_eq!(w.next_due(), None);
     let _a = dump(&mut w, "1", 600.0, 10.0);
     let _b = dump(&mut w, "2", 4.0, 10.0);
-    assert_eq!(w.next_due().map(|t| t - T0), Some(4.0), "b's lockwait runs out first");
+    assert_eq!(
+        w.next_due().map(|t| t - T0),
+        Some(4.0),
+        "b's lockwait runs out first"
+    );
     w.clock.advance(4.0);
     w.tick();
     assert_eq!(w.next_due().map(|t| t - T0), Some(10.0), "a's end");
