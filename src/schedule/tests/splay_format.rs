@@ -2,16 +2,8 @@
 
 use std::time::Duration;
 
-use super::super::splay::splitmix64;
 use super::super::{format_next_runs, format_run, splay_offset};
 use super::{sched, ts, tz};
-
-#[test]
-fn splitmix64_matches_reference_outputs() {
-    // The reference generator seeded with 0 yields these first two outputs.
-    assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
-    assert_eq!(splitmix64(0x9E37_79B9_7F4A_7C15), 0x6E78_9E6A_A1B9_65F4);
-}
 
 #[test]
 fn splay_is_pinned_per_vmid() {
@@ -26,7 +18,7 @@ fn splay_is_pinned_per_vmid() {
     assert_eq!(splay_offset(4242, w), splay_offset(4242, w));
 }
 
-const PINNED: [u64; 5] = [123, 734, 60, 756, 312];
+const PINNED: [u64; 5] = [723, 379, 35, 630, 118];
 
 #[test]
 fn splay_stays_in_window() {
@@ -58,6 +50,30 @@ fn consecutive_vmids_spread_over_the_window() {
     // 50 expected per tenth; none may hold more than 2.5x its share, none may be starved.
     for (i, n) in buckets.iter().enumerate() {
         assert!((20..=125).contains(n), "tenth {i} holds {n}: {buckets:?}");
+    }
+}
+
+/// The fleet target (issue 8): guests with consecutive VMIDs sharing a schedule start at most
+/// 2× the even spread in any minute of the splay (at least 2 per minute when the even spread is
+/// under one). A random-looking hash (SplitMix64) gave 19 in a minute for 500 guests over 1 h.
+#[test]
+fn consecutive_vmids_start_at_most_twice_the_even_spread_per_minute() {
+    for n in [20u32, 50, 100, 200, 500, 1000] {
+        for minutes in [15u64, 30, 60, 120, 240] {
+            for first in [100u32, 1000, 5000] {
+                let w = Duration::from_secs(minutes * 60);
+                let mut per_minute = vec![0u32; minutes as usize];
+                for vmid in first..first + n {
+                    per_minute[(splay_offset(vmid, w).as_secs() / 60) as usize] += 1;
+                }
+                let peak = *per_minute.iter().max().unwrap() as f64;
+                let even = n as f64 / minutes as f64;
+                assert!(
+                    peak <= (2.0 * even).max(2.0),
+                    "{n} guests from {first}, {minutes} min: {peak} in one minute, even {even:.2}"
+                );
+            }
+        }
     }
 }
 

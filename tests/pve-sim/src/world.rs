@@ -180,6 +180,11 @@ pub struct World {
     task_index: HashMap<String, usize>,
     /// node → UPID holding `/var/run/vzdump.lock`.
     pub vzdump_lock: HashMap<String, String>,
+    /// node → indices of the vzdump tasks waiting for its lock, in arrival order (FIFO).
+    lock_queue: HashMap<String, VecDeque<usize>>,
+    /// node → simulated instant its vzdump lock was last released (for an exact hand-over when
+    /// one tick covers both the release and the next waiter's start).
+    lock_freed_at: HashMap<String, f64>,
     pub requests: Vec<RequestRecord>,
     pub events: Vec<SimEvent>,
     pub faults: Vec<crate::faults::Fault>,
@@ -335,6 +340,8 @@ impl World {
             tasks: Vec::new(),
             task_index: HashMap::new(),
             vzdump_lock: HashMap::new(),
+            lock_queue: HashMap::new(),
+            lock_freed_at: HashMap::new(),
             requests: Vec::new(),
             events: Vec::new(),
             faults: Vec::new(),
@@ -436,6 +443,12 @@ impl World {
             vmid,
             script: script.into(),
         });
+        if lock_wait.is_some() {
+            self.lock_queue
+                .entry(node.to_string())
+                .or_default()
+                .push_back(self.tasks.len() - 1);
+        }
         self.event("task-started", vmid, Some(&upid), wtype);
         // Steps due at time 0 happen before the API call returns, like a worker that starts at once.
         self.run_due(self.tasks.len() - 1);
@@ -460,11 +473,19 @@ impl World {
         t.exitstatus = Some(exitstatus.clone());
         t.endtime = Some(now);
         t.script.clear();
-        t.lock_wait = None;
+        let was_waiting = t.lock_wait.take().is_some();
         let node = t.parsed.node.clone();
         let vmid = t.vmid;
+        if was_waiting
+            && let Some(&i) = self.task_index.get(upid)
+            && let Some(q) = self.lock_queue.get_mut(&node)
+        {
+            q.retain(|&x| x != i);
+        }
         if self.vzdump_lock.get(&node).map(String::as_str) == Some(upid) {
             self.vzdump_lock.remove(&node);
+            self.lock_freed_at
+                .insert(node.clone(), self.clock.now() - self.step_lag);
         }
         self.event("task-finished", vmid, Some(upid), exitstatus);
     }
@@ -486,13 +507,73 @@ impl World {
         let now = self.clock.now();
         let dt = (now - self.last_tick).max(0.0);
         self.last_tick = now;
-        for i in 0..self.tasks.len() {
-            if !self.tasks[i].running() || self.tasks[i].held {
-                continue;
-            }
-            self.tasks[i].elapsed += dt;
-            self.run_due(i);
+        let live = |t: &Task| t.running() && !t.held;
+        for t in self.tasks.iter_mut().filter(|t| live(t)) {
+            t.elapsed += dt;
         }
+        // Tasks not waiting for a lock first, so a lock released inside this tick is handed over
+        // before a waiter's `lockwait` is judged.
+        for i in 0..self.tasks.len() {
+            if live(&self.tasks[i]) && self.tasks[i].lock_wait.is_none() {
+                self.run_due(i);
+            }
+        }
+        self.hand_over_locks();
+        for i in 0..self.tasks.len() {
+            if live(&self.tasks[i]) && self.tasks[i].lock_wait.is_some() {
+                self.run_due(i);
+            }
+        }
+    }
+
+    /// A lock released during this tick goes to the node's first waiter at once (a waiter that
+    /// came before the holder in task order was already visited), so the hand-over does not
+    /// wait for the next tick.
+    fn hand_over_locks(&mut self) {
+        loop {
+            let heads: Vec<usize> = self
+                .lock_queue
+                .iter()
+                .filter(|(node, _)| !self.vzdump_lock.contains_key(*node))
+                .filter_map(|(_, q)| q.front().copied())
+                .collect();
+            let mut progressed = false;
+            for i in heads {
+                self.run_due(i);
+                let node = &self.tasks[i].parsed.node;
+                progressed |= self.lock_queue.get(node).and_then(|q| q.front()) != Some(&i);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// The simulated instant of the next thing the task engine will do on its own (a script
+    /// step, a lock hand-over or a `lockwait` timeout), if any task is running and not held.
+    /// A driver that advances the clock exactly to these instants sees every step on time.
+    pub fn next_due(&self) -> Option<f64> {
+        let base = self.last_tick;
+        let mut best: Option<f64> = None;
+        for t in self.tasks.iter().filter(|t| t.running() && !t.held) {
+            let due = if let Some(limit) = t.lock_wait {
+                let node = &t.parsed.node;
+                let head = self.lock_queue.get(node).and_then(|q| q.front().copied());
+                if !self.vzdump_lock.contains_key(node)
+                    && head.is_some_and(|h| self.tasks[h].upid == t.upid)
+                {
+                    base
+                } else {
+                    base + (limit - t.elapsed).max(0.0)
+                }
+            } else if let Some((at, _)) = t.script.front() {
+                base + (at - t.elapsed).max(0.0)
+            } else {
+                continue;
+            };
+            best = Some(best.map_or(due, |b: f64| b.min(due)));
+        }
+        best
     }
 
     fn run_due(&mut self, i: usize) {
@@ -503,26 +584,37 @@ impl World {
             }
             if let Some(limit) = self.tasks[i].lock_wait {
                 let node = self.tasks[i].parsed.node.clone();
-                let holder = self.vzdump_lock.get(&node).cloned();
-                let first_waiter = self
-                    .tasks
-                    .iter()
-                    .position(|t| t.running() && t.lock_wait.is_some() && t.parsed.node == node);
-                if holder.is_none() && first_waiter == Some(i) {
+                let free = !self.vzdump_lock.contains_key(&node);
+                let first_waiter = self.lock_queue.get(&node).and_then(|q| q.front().copied());
+                // Released earlier within this tick: the waiter got the lock back then, and has
+                // run for the rest of the tick since.
+                let credit = match self.lock_freed_at.get(&node) {
+                    Some(&freed) if free => {
+                        (self.clock.now() - freed).clamp(0.0, self.tasks[i].elapsed)
+                    }
+                    _ => 0.0,
+                };
+                let waited = self.tasks[i].elapsed - credit;
+                let timed_out_first = limit > 0.0 && waited >= limit;
+                if free && first_waiter == Some(i) && !timed_out_first {
+                    if let Some(q) = self.lock_queue.get_mut(&node) {
+                        q.pop_front();
+                    }
                     self.vzdump_lock.insert(node, upid.clone());
                     let t = &mut self.tasks[i];
                     t.lock_wait = None;
-                    let waited = t.elapsed;
-                    t.elapsed = 0.0;
+                    t.elapsed = credit;
                     if t.waiting_logged {
                         t.log.push("INFO: got global lock".into());
                     }
+                    self.step_lag = credit;
                     self.event(
                         "vzdump-lock-acquired",
                         self.tasks[i].vmid,
                         Some(&upid),
                         format!("{waited:.1}"),
                     );
+                    self.step_lag = 0.0;
                 } else if self.tasks[i].elapsed >= limit {
                     if limit > 0.0 && !self.tasks[i].waiting_logged {
                         self.tasks[i]
@@ -535,8 +627,11 @@ impl World {
                         "ERROR: can't acquire lock '/var/run/vzdump.lock' - got timeout".to_string()
                     };
                     self.tasks[i].log.push(msg);
-                    // The worker calls exit(-1) without a TASK line (§3, §2).
+                    // The worker calls exit(-1) without a TASK line (§3, §2), at the instant
+                    // the wait ran out.
+                    self.step_lag = (self.tasks[i].elapsed - limit).max(0.0);
                     self.finish_task(&upid, "unexpected status".into());
+                    self.step_lag = 0.0;
                     return;
                 } else {
                     if !self.tasks[i].waiting_logged {
@@ -628,3 +723,7 @@ pub fn make_volume(
         std_name,
     }
 }
+
+#[cfg(test)]
+#[path = "world_tests.rs"]
+mod tests;
