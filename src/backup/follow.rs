@@ -177,6 +177,19 @@ pub async fn follow(
                     if t.starts_with("TASK ") {
                         task_line_seen = true;
                     }
+                    match t.as_str() {
+                        "INFO: trying to get global lock - waiting..." => {
+                            plan.observe_lock_wait(secs());
+                            tracing::info!(
+                                "the task waits for the node's vzdump lock (another backup runs on the node)"
+                            );
+                        }
+                        "INFO: got global lock" if plan.lock_waiting() => {
+                            plan.observe_lock_acquired(secs());
+                            tracing::info!("the task got the node's vzdump lock");
+                        }
+                        _ => {}
+                    }
                     if scan.push(&t) {
                         plan.observe_cp(secs());
                         tracing::info!(line = %t, "consistency point reached");
