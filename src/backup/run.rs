@@ -704,6 +704,9 @@ async fn start_vzdump(
     if b.protected {
         form.push(("protected", "1".into()));
     }
+    if let Some(m) = b.lockwait_minutes {
+        form.push(("lockwait", m.to_string()));
+    }
     let mut node = identity::current_node(&agent.client, id.vmid)
         .await
         .map_err(|e| format!("resolving the node of guest {}: {e}", id.vmid))?;

@@ -172,6 +172,15 @@ fn build_backup(s: &Section<'_, '_>) -> Result<BackupConfig, ConfigError> {
         notes_template: notes_template.filter(|t| !t.is_empty()),
         protected: s.bool("protected")?.unwrap_or(false),
         task_timeout: s.duration("task-timeout", Duration::from_secs(6 * 3600), true)?,
+        lockwait_minutes: s.parsed("lockwait", |v| {
+            let d = super::values::parse_duration(v)?;
+            if d.as_secs() % 60 != 0 {
+                return Err(format!(
+                    "duration {v:?} is not a whole number of minutes (vzdump's lockwait unit), e.g. \"30m\""
+                ));
+            }
+            Ok(d.as_secs() / 60)
+        })?,
         schedule,
         timezone,
         splay: s.duration("splay", Duration::from_secs(15 * 60), false)?,

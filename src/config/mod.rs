@@ -71,6 +71,7 @@ pub const KEYS: &[&str] = &[
     "backup.notes-template",
     "backup.protected",
     "backup.task-timeout",
+    "backup.lockwait",
     "backup.schedule",
     "backup.timezone",
     "backup.splay",
@@ -228,11 +229,15 @@ pub struct BackupConfig {
     pub protected: bool,
     /// How long to wait for the vzdump task; > 0. Default 6h.
     pub task_timeout: Duration,
+    /// vzdump `lockwait` in whole minutes: how long the task may queue for the node's vzdump
+    /// lock before failing. `None`: not sent (PVE's default, 180 minutes).
+    pub lockwait_minutes: Option<u64>,
     /// `None` when disabled with `""`. Default `0 2 * * *`.
     pub schedule: Option<Schedule>,
     /// `None` means the system's time zone.
     pub timezone: Option<jiff::tz::TimeZone>,
-    /// Random delay added to each scheduled run. Default 15m; may be 0.
+    /// Delay of up to this much added to each scheduled run, fixed per guest (from the VMID).
+    /// Default 15m; may be 0.
     pub splay: Duration,
     /// A run missed by at most this much is made up at start-up. Default 12h; 0 disables.
     pub catch_up: Duration,

@@ -207,3 +207,19 @@ async fn migrated_guest_is_followed_and_tasks_are_read_on_their_node() {
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(j["upid"].as_str().unwrap().starts_with("UPID:pve2:"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockwait_is_sent_to_vzdump_in_minutes() {
+    let env = Env::start(Guest::Qemu101, 20.0, |s| s).await;
+    let text = env.config_text("felhom101@pve!agent", "").replace(
+        "task-timeout = \"2m\"\n",
+        "task-timeout = \"2m\"\nlockwait = \"30m\"\n",
+    );
+    env.write_config(&text);
+    let r = env.run(&["backup-now", "--json"]).await;
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let posts = env.posts("/nodes/{node}/vzdump");
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].params["lockwait"], "30", "{:?}", posts[0].params);
+    assert!(env.sim.requests().iter().all(|r| r.status == 200));
+}

@@ -197,7 +197,7 @@ fn example_with_optional_settings_enabled_parses_and_covers_every_key() {
 #[test]
 fn documented_keys_are_dotted_and_unique() {
     let keys = documented_keys();
-    assert_eq!(keys.len(), 53);
+    assert_eq!(keys.len(), 54);
     for key in [
         "backup.mode",
         "quiesce.hooks.pre",
@@ -287,7 +287,7 @@ fn unknown_key_is_rejected_with_its_name_and_a_hint() {
         err(&min("mdoe = \"stop\"\n")),
         "/etc/felhom-agent/config.toml:7:1: backup.mdoe: unknown key \"mdoe\" (did you mean \
          \"mode\"?); valid keys here: storage, mode, compress, notes-template, protected, \
-         task-timeout, schedule, timezone, splay, catch-up, retention"
+         task-timeout, lockwait, schedule, timezone, splay, catch-up, retention"
     );
     // The first unknown key in document order is reported.
     let e = err(&min("zzz = 1\naaa = 2\n"));
@@ -348,6 +348,11 @@ fn semantic_errors_point_at_the_value() {
             "7:16: backup.task-timeout: duration \"0s\" must be greater than zero",
         ),
         (
+            "lockwait = \"90s\"\n",
+            "7:12: backup.lockwait: duration \"90s\" is not a whole number of minutes (vzdump's \
+             lockwait unit), e.g. \"30m\"",
+        ),
+        (
             "protected = \"yes\"\n",
             "7:13: backup.protected: expected true or false, found string",
         ),
@@ -355,7 +360,7 @@ fn semantic_errors_point_at_the_value() {
             "storage2 = 1\n",
             "7:1: backup.storage2: unknown key \"storage2\" (did you mean \"storage\"?); valid \
              keys here: storage, mode, compress, notes-template, protected, task-timeout, \
-             schedule, timezone, splay, catch-up, retention",
+             lockwait, schedule, timezone, splay, catch-up, retention",
         ),
         (
             "schedule = \"0 2 * *\"\n",
