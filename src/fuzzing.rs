@@ -8,7 +8,8 @@
 //! * [`tasklog`]: vzdump log lines → one consistency point at most, sane progress, and a finite
 //!   non-negative poll wait (it becomes a `Duration`);
 //! * [`api_decode`]: a response body → every endpoint's type, or `ApiError::Decode` naming the
-//!   call; the same bytes through the error-response classifier;
+//!   call; decoded values through the code that consumes them (guest pick, identity proof);
+//!   the same bytes through the error-response classifier;
 //! * [`retention`]: items, policy and zone decoded from the bytes → a plan meeting the
 //!   planner's invariants (see the function);
 //! * [`guest_config`]: `key: value` lines → every guest config accessor, canonical MACs.
@@ -26,6 +27,7 @@ use serde_json::Value;
 use crate::backup::logscan::{GuestType, LogScan, Mode, parse_duration};
 use crate::backup::poll::PollPlan;
 use crate::config::{self as cfg, ConfigError};
+use crate::identity::{LocalFacts, pick_guest, verify};
 use crate::pve::ApiError;
 use crate::pve::client::decode;
 use crate::pve::error::classify_response;
@@ -33,8 +35,9 @@ use crate::pve::guest_config::{
     GuestConfig, normalize_mac, parse_agent, parse_net, split_property_string,
 };
 use crate::pve::types::{
-    BackupVolume, ClusterResource, GuestStatus, HaStatus, Permissions, PruneEntry, Snapshot,
-    StorageStatus, TaskListEntry, TaskLogLine, TaskStart, TaskStatus, Version,
+    BackupVolume, ClusterResource, GuestStatus, GuestType as PveGuestType, HaStatus, Permissions,
+    PruneEntry, Snapshot, StorageStatus, TaskListEntry, TaskLogLine, TaskStart, TaskStatus,
+    Version,
 };
 use crate::pve::upid::Upid;
 use crate::retention::{Decision, Item, Policy, Rule, Why, plan};
@@ -156,11 +159,16 @@ fn decodes<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
 /// Every response type the agent reads, from the same body; then the error classifier.
 pub fn api_decode(body: &[u8]) {
     let _ = decodes::<Version>(body);
-    for r in decodes::<Vec<ClusterResource>>(body).unwrap_or_default() {
-        let _ = r.guest_type();
-    }
-    if let Some(p) = decodes::<Permissions>(body) {
+    let resources = decodes::<Vec<ClusterResource>>(body).unwrap_or_default();
+    let perms = decodes::<Permissions>(body);
+    if let Some(p) = &perms {
         let _ = (p.has("/vms/101", "VM.Backup"), p.vmids());
+    }
+    // Identity discovery relies on a picked guest having a vmid and a type.
+    for configured in [None, Some(101)] {
+        if let Ok(g) = pick_guest(&resources, perms.as_ref(), configured) {
+            assert!(g.vmid.is_some() && g.guest_type().is_some(), "{g:?}");
+        }
     }
     let _ = decodes::<HaStatus>(body);
     if let Some(s) = decodes::<GuestStatus>(body) {
@@ -186,7 +194,12 @@ pub fn api_decode(body: &[u8]) {
     let _ = decodes::<Vec<PruneEntry>>(body);
     if let Some(c) = decodes::<GuestConfig>(body) {
         let _ = (c.name(), c.lock(), c.smbios_uuid(), c.agent());
-        let _ = c.net_interfaces();
+        let local = LocalFacts {
+            product_uuid: Some("9d9c1b2a-1111-4222-8333-444455556666".into()),
+            macs: vec!["BC:24:11:AA:BB:CC".into()],
+        };
+        let _ = verify(PveGuestType::Qemu, 101, &c, &local);
+        let _ = verify(PveGuestType::Lxc, 101, &c, &local);
     }
     let _ = decodes::<String>(body);
     let _ = decodes::<Value>(body);
