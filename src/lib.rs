@@ -7,6 +7,8 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generate;
 pub mod health;
 pub mod identity;

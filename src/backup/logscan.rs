@@ -176,7 +176,7 @@ pub fn parse_progress(line: &str) -> Option<Progress> {
     Some(Progress { pct, elapsed })
 }
 
-/// PVE's rendered durations: `45s`, `1m 5s`, `2h 3m 4s`, `1d 2h`.
+/// PVE's rendered durations: `45s`, `1m 5s`, `2h 3m 4s`, `1d 2h`; `None` unless finite.
 pub fn parse_duration(s: &str) -> Option<f64> {
     let mut total = 0.0;
     let mut any = false;
@@ -192,7 +192,8 @@ pub fn parse_duration(s: &str) -> Option<f64> {
         };
         any = true;
     }
-    any.then_some(total)
+    // Hundreds of digits parse to an infinite f64; that is no duration.
+    (any && total.is_finite()).then_some(total)
 }
 
 #[cfg(test)]
@@ -320,5 +321,24 @@ mod tests {
         );
         assert_eq!(parse_progress("INFO: 42 percent"), None);
         assert_eq!(parse_progress("INFO: 420% (x)"), None);
+    }
+
+    /// Found by hand while writing the `tasklog` fuzz target: a duration of 400 digits parses
+    /// to an infinite f64, which made the poll planner's wait NaN and
+    /// `Duration::from_secs_f64` panic. Non-finite durations are now no duration.
+    #[test]
+    fn absurd_durations_are_not_infinite() {
+        let huge = format!("{}s", "9".repeat(400));
+        assert_eq!(parse_duration(&huge), None);
+        let line = format!("INFO:  50% (1 GiB of 2 GiB) in {huge}, read: 1 MiB/s");
+        assert_eq!(
+            parse_progress(&line),
+            Some(Progress {
+                pct: 50,
+                elapsed: None
+            })
+        );
+        assert_eq!(parse_duration("1e3s"), None);
+        assert_eq!(parse_duration("1.5m 0.5s"), Some(90.5));
     }
 }

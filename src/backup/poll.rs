@@ -98,7 +98,7 @@ impl PollPlan {
 
     /// A progress line seen at `now`; `job_elapsed` is the duration the line itself states.
     pub fn observe_progress(&mut self, now: Secs, pct: u32, job_elapsed: Option<Secs>) {
-        if let Some(d) = job_elapsed.filter(|d| *d > 0.0 && pct > 0) {
+        if let Some(d) = job_elapsed.filter(|d| d.is_finite() && *d > 0.0 && pct > 0) {
             let off = now - d;
             self.job_offset = Some(self.job_offset.map_or(off, |o: Secs| o.min(off)));
             if self.job_progress.is_none_or(|(_, p)| pct > p) {
@@ -321,5 +321,18 @@ mod tests {
             p.next(30.0).ask_status,
             "past the predicted end every poll asks the status"
         );
+    }
+
+    /// Regression (hostile task log): an infinite job-elapsed time must not turn the wait
+    /// into NaN, which `Duration::from_secs_f64` panics on.
+    #[test]
+    fn non_finite_progress_durations_are_ignored() {
+        let mut p = PollPlan::new(0.0, false, None);
+        p.observe_cp(1.0);
+        p.observe_progress(2.0, 50, Some(f64::INFINITY));
+        p.observe_progress(3.0, 60, Some(f64::NAN));
+        let next = p.next(3.0);
+        assert!(next.wait.is_finite(), "{next:?}");
+        assert_eq!(p.predicted_end(), Some(3.0 + 40.0 / 10.0));
     }
 }

@@ -142,6 +142,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
+    parse_bytes(bytes, path)
+}
+
+/// [`load`] after the read: the file's bytes (not necessarily UTF-8) to a validated config;
+/// `path` is only used in error messages.
+pub fn parse_bytes(bytes: Vec<u8>, path: &Path) -> Result<Config, ConfigError> {
     match String::from_utf8(bytes) {
         Ok(text) => parse(&text, path),
         Err(e) => {

@@ -6,11 +6,13 @@
 //!   [`ServerOptions::max_header_bytes`] (8 KiB, else `431` and close);
 //! * no request body is accepted: any body (`Content-Length > 0` or chunked) gets `413` and the
 //!   connection is closed without reading it;
-//! * at most [`ServerOptions::max_connections`] (64) connections are served at once. Beyond that
-//!   the server stops accepting until a slot frees up: further clients wait in the kernel's
-//!   listen backlog (they are not refused), and since every connection is bounded by the header
-//!   timeout and by [`ServerOptions::max_connection_age`] (60 s, then a graceful close), a slot
-//!   always frees up;
+//! * at most [`ServerOptions::max_connections`] (64) connections are open at once. The server
+//!   never stops accepting: a connection arriving at the limit evicts (closes) the oldest open
+//!   connection that has not completed a request yet, else the oldest one. So slow-loris
+//!   clients trickling header bytes cannot keep `/livez` waiting in the listen backlog: a new
+//!   probe is accepted at once and answered long before it is the oldest. Every connection is
+//!   also bounded by the header timeout and by [`ServerOptions::max_connection_age`] (60 s, then
+//!   a graceful close);
 //! * with a bearer token configured, every path but `/livez` requires
 //!   `Authorization: Bearer <token>` (compared in constant time over SHA-256 digests) → `401`;
 //! * unknown paths → `404`; methods other than GET/HEAD → `405`;
@@ -18,9 +20,11 @@
 //!   closed, open connections finish their current response and close, and whatever is left
 //!   after [`ServerOptions::shutdown_grace`] is aborted.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -34,8 +38,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, Id, JoinSet};
 
 use super::metrics::{
     OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, render_openmetrics, to_prometheus_text,
@@ -166,42 +170,41 @@ impl HealthServer {
             opts,
             ..
         } = self;
-        let limit = Arc::new(Semaphore::new(opts.max_connections.max(1)));
         let mut conns = JoinSet::new();
+        let mut open = OpenConnections::default();
         let mut last_trim = std::time::Instant::now();
         loop {
-            let permit = tokio::select! {
+            let accepted = tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {
+                Some(done) = conns.join_next_with_id(), if !conns.is_empty() => {
+                    open.finished(match &done {
+                        Ok((id, ())) => *id,
+                        Err(e) => e.id(),
+                    });
                     if conns.is_empty() && last_trim.elapsed() >= Duration::from_secs(10) {
                         last_trim = std::time::Instant::now();
                         release_freed_memory();
                     }
                     continue;
                 }
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let accepted = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => break,
                 accepted = listener.accept() => accepted,
             };
             match accepted {
                 Ok((stream, _peer)) => {
-                    conns.spawn(serve_connection(
+                    open.make_room(opts.max_connections.max(1));
+                    let served = Arc::new(AtomicBool::new(false));
+                    let abort = conns.spawn(serve_connection(
                         stream,
-                        permit,
+                        served.clone(),
                         shared.clone(),
                         opts.clone(),
                         shutdown.clone(),
                     ));
+                    open.push(abort, served);
                 }
                 Err(err) => {
                     // E.g. EMFILE: back off instead of spinning.
                     tracing::warn!("health endpoint: accept failed: {err}");
-                    drop(permit);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -218,9 +221,38 @@ impl HealthServer {
     }
 }
 
+/// The open connections in accept order, for evicting one at the connection limit.
+#[derive(Default)]
+struct OpenConnections(VecDeque<(AbortHandle, Arc<AtomicBool>)>);
+
+impl OpenConnections {
+    fn push(&mut self, abort: AbortHandle, served: Arc<AtomicBool>) {
+        self.0.push_back((abort, served));
+    }
+
+    fn finished(&mut self, id: Id) {
+        self.0.retain(|(a, _)| a.id() != id);
+    }
+
+    /// At `limit` open connections, closes the oldest that has not completed a request (a
+    /// slow or idle client), else the oldest.
+    fn make_room(&mut self, limit: usize) {
+        while self.0.len() >= limit {
+            let victim = self
+                .0
+                .iter()
+                .position(|(_, served)| !served.load(Ordering::Relaxed))
+                .unwrap_or(0);
+            if let Some((abort, _)) = self.0.remove(victim) {
+                abort.abort();
+            }
+        }
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
+    served: Arc<AtomicBool>,
     shared: Arc<Shared>,
     opts: ServerOptions,
     mut shutdown: watch::Receiver<bool>,
@@ -234,6 +266,7 @@ async fn serve_connection(
         .keep_alive(true);
     let service = service_fn(move |req| {
         let shared = shared.clone();
+        served.store(true, Ordering::Relaxed);
         async move { Ok::<_, Infallible>(handle(&shared, &req)) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);

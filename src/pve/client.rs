@@ -9,7 +9,8 @@
 //!   body; POST/PUT send `application/x-www-form-urlencoded`;
 //! * only GETs are retried (capped exponential backoff + jitter, plus one immediate retry after
 //!   "connection closed before message completed"); POST/PUT/DELETE are never retried;
-//! * response bodies are capped (default 16 MiB);
+//! * response bodies are capped (default 16 MiB, [`DEFAULT_MAX_BODY`]): a larger declared
+//!   Content-Length is refused before reading, a chunked body is dropped at the cap;
 //! * every HTTP attempt is counted as ok or error.
 
 use std::fmt;
@@ -465,14 +466,14 @@ impl PveClient {
         if let Some(len) = resp.content_length()
             && len > self.max_body as u64
         {
-            return Err(self.too_large(call, len));
+            return Err(self.too_large(call, Some(len)));
         }
         let mut body = Vec::new();
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > self.max_body {
-                        return Err(self.too_large(call, (body.len() + chunk.len()) as u64));
+                        return Err(self.too_large(call, None));
                     }
                     body.extend_from_slice(&chunk);
                 }
@@ -490,12 +491,18 @@ impl PveClient {
         })
     }
 
-    fn too_large(&self, call: &str, len: u64) -> Failure {
+    /// The body is over the cap: `declared` is its Content-Length, else it was read (and
+    /// dropped) up to the cap. The connection is dropped, not drained.
+    fn too_large(&self, call: &str, declared: Option<u64>) -> Failure {
+        let size = match declared {
+            Some(len) => format!("{len} bytes (Content-Length)"),
+            None => "more than that".to_string(),
+        };
         Failure {
             error: ApiError::Decode {
                 call: call.to_string(),
                 message: format!(
-                    "response body of at least {len} bytes exceeds the {} byte limit",
+                    "response too large: the limit is {} bytes, the body has {size}",
                     self.max_body
                 ),
             },
@@ -568,7 +575,10 @@ impl PveClient {
     }
 }
 
-fn decode<T: DeserializeOwned>(call: &str, body: &[u8]) -> Result<(T, Option<u64>), ApiError> {
+/// Decode a successful response body: the `{"data": …, "total": …}` envelope around `T`.
+/// Any malformed, truncated, wrongly typed or too deeply nested body (serde_json stops at 128
+/// levels) is an [`ApiError::Decode`] naming `call`; never a panic. Public for the fuzz targets.
+pub fn decode<T: DeserializeOwned>(call: &str, body: &[u8]) -> Result<(T, Option<u64>), ApiError> {
     let env: Envelope<T> = serde_json::from_slice(body).map_err(|e| ApiError::Decode {
         call: call.to_string(),
         message: e.to_string(),

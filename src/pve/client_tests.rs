@@ -426,7 +426,7 @@ async fn body_cap_and_bad_json_are_decode_errors() {
         e,
         ApiError::Decode {
             call: "GET /big".into(),
-            message: "response body of at least 5011 bytes exceeds the 1024 byte limit".into()
+            message: "response too large: the limit is 1024 bytes, the body has 5011 bytes (Content-Length)".into()
         }
     );
     let e = c.get::<String>("/bad", &[]).await.unwrap_err();
@@ -435,6 +435,79 @@ async fn body_cap_and_bad_json_are_decode_errors() {
         "{e:?}"
     );
     assert!(!e.is_retryable());
+}
+
+/// A hostile 100 MiB body: the client stops at the 16 MiB cap with an error naming the call;
+/// the server could write only the cap plus socket buffers, far below the body size.
+#[tokio::test]
+async fn hundred_mib_bodies_stop_at_the_default_cap() {
+    const BODY: u64 = 100 << 20;
+    let certs = self_signed();
+    for chunked in [true, false] {
+        let srv = start(
+            &certs,
+            vec![Reply::Stream {
+                bytes: BODY,
+                chunked,
+            }],
+            ok_json(VERSION),
+        )
+        .await;
+        let c = PveClient::new(settings(
+            srv.port,
+            Some(cert_fingerprint(&certs.leaf_der)),
+            None,
+        ))
+        .unwrap();
+        let e = c
+            .get::<serde_json::Value>("/nodes/pve1/qemu/101/snapshot", &[])
+            .await
+            .unwrap_err();
+        let size = if chunked {
+            "more than that".to_string()
+        } else {
+            format!("{BODY} bytes (Content-Length)")
+        };
+        assert_eq!(
+            e,
+            ApiError::Decode {
+                call: "GET /nodes/pve1/qemu/101/snapshot".into(),
+                message: format!(
+                    "response too large: the limit is {DEFAULT_MAX_BODY} bytes, the body has {size}"
+                ),
+            }
+        );
+        assert!(!e.is_retryable(), "a retry would download it again");
+        drop(c);
+        let streamed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let (ended, streamed) = {
+                    let seen = srv.seen.lock().unwrap();
+                    (seen.stream_ended, seen.streamed)
+                };
+                if ended {
+                    return streamed;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the server's writer saw the client go away");
+        let cap = DEFAULT_MAX_BODY as u64;
+        if chunked {
+            assert!(streamed >= cap, "{streamed}");
+        } else {
+            assert!(
+                streamed < cap,
+                "refused by Content-Length, yet read {streamed} bytes"
+            );
+        }
+        assert!(
+            streamed < cap + (24 << 20),
+            "chunked={chunked}: the server wrote {streamed} bytes of {BODY}"
+        );
+        assert_eq!(srv.seen.lock().unwrap().requests.len(), 1, "not retried");
+    }
 }
 
 #[tokio::test]

@@ -27,6 +27,10 @@ pub(crate) enum Reply {
     Close,
     /// Read the request, then drop the TCP connection (no close_notify).
     Drop,
+    /// 200 with a JSON body of this many bytes (a never-ending string), written in 64 KiB
+    /// pieces, chunked or with its Content-Length declared; the bytes actually written go to
+    /// [`Seen::streamed`] and [`Seen::stream_ended`] is set when the writer stops.
+    Stream { bytes: u64, chunked: bool },
 }
 
 pub(crate) fn ok_json(body: &str) -> Reply {
@@ -39,6 +43,9 @@ pub(crate) struct Seen {
     pub(crate) requests: Vec<String>,
     pub(crate) handshakes_ok: u32,
     pub(crate) handshakes_failed: u32,
+    /// Body bytes written by [`Reply::Stream`] before it finished or the client went away.
+    pub(crate) streamed: u64,
+    pub(crate) stream_ended: bool,
 }
 
 pub(crate) struct Server {
@@ -154,6 +161,10 @@ pub(crate) async fn start(certs: &Certs, replies: Vec<Reply>, default: Reply) ->
                             return;
                         }
                         Reply::Drop => return,
+                        Reply::Stream { bytes, chunked } => {
+                            stream_body(&mut tls, bytes, chunked, &seen).await;
+                            return;
+                        }
                         Reply::Http(status, body) => {
                             let error = !status.starts_with('2');
                             let resp = format!(
@@ -172,6 +183,54 @@ pub(crate) async fn start(certs: &Certs, replies: Vec<Reply>, default: Reply) ->
         }
     });
     Server { port, seen }
+}
+
+async fn stream_body<S: AsyncWriteExt + Unpin>(
+    s: &mut S,
+    total: u64,
+    chunked: bool,
+    seen: &Mutex<Seen>,
+) {
+    let framing = if chunked {
+        "Transfer-Encoding: chunked".to_string()
+    } else {
+        format!("Content-Length: {total}")
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json;charset=UTF-8\r\n{framing}\r\n\r\n"
+    );
+    let mut ok = s.write_all(head.as_bytes()).await.is_ok();
+    let piece = {
+        let mut p = br#"{"data":""#.to_vec();
+        p.resize(64 * 1024, b'x');
+        p
+    };
+    let mut sent = 0u64;
+    while ok && sent < total {
+        let n = piece.len().min((total - sent) as usize);
+        let body = if sent == 0 {
+            &piece[..n]
+        } else {
+            &[b'x'; 64 * 1024][..n]
+        };
+        ok = if chunked {
+            let mut framed = format!("{n:x}\r\n").into_bytes();
+            framed.extend_from_slice(body);
+            framed.extend_from_slice(b"\r\n");
+            s.write_all(&framed).await.is_ok()
+        } else {
+            s.write_all(body).await.is_ok()
+        };
+        if ok {
+            sent += n as u64;
+            seen.lock().unwrap().streamed = sent;
+        }
+    }
+    if ok && chunked {
+        let _ = s.write_all(b"0\r\n\r\n").await;
+    }
+    let _ = s.shutdown().await;
+    seen.lock().unwrap().stream_ended = true;
 }
 
 pub(crate) fn settings(

@@ -1,4 +1,5 @@
 mod expo;
+mod hostile;
 mod server;
 
 use std::time::{Duration, Instant};
