@@ -153,7 +153,14 @@ async fn wait_journal(env: &Env, needle: &str) {
     }
 }
 
-fn finish_task(env: &Env) {
+/// Moves the simulated clock past the task's end — once the vzdump task exists: the freeze comes
+/// before the POST, so "frozen" in the journal does not mean the task has started yet.
+async fn finish_task(env: &Env) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.posts("/nodes/{node}/vzdump").is_empty() {
+        assert!(Instant::now() < deadline, "vzdump was never requested");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut w = env.sim.world();
     w.clock.advance(1300.0);
     w.tick();
@@ -187,7 +194,7 @@ async fn lxc_backup_freezes_during_the_window_and_thaws_at_the_consistency_point
         journal.contains("\"step\": \"freeze-planned\"") && journal.contains(&fs.mnt_str()),
         "{journal}"
     );
-    finish_task(&env);
+    finish_task(&env).await;
     let (code, j, stderr) = wait_child(child).await;
     assert_eq!(code, 0, "{j}\n{stderr}");
     assert_eq!(j["result"], "ok", "{j}");
@@ -223,7 +230,7 @@ async fn watchdog_thaws_at_max_freeze_when_the_consistency_point_never_comes() {
         assert!(Instant::now() < deadline, "the watchdog never thawed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    finish_task(&env);
+    finish_task(&env).await;
     let (code, j, stderr) = wait_child(child).await;
     assert_eq!(code, 0, "{j}\n{stderr}");
     assert_eq!(j["result"], "warnings", "{j}");
@@ -259,7 +266,7 @@ async fn sigkill_while_frozen_leaves_it_frozen_and_the_next_start_thaws_it_first
     let _ = child.wait();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(fs.is_frozen(), "a freeze outlives the process that made it");
-    finish_task(&env);
+    finish_task(&env).await;
     let r = env.run(&["backup-now", "--json"]).await;
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let j = r.json();
