@@ -803,3 +803,91 @@ async fn healthz_stays_ok_while_a_manual_backup_runs() {
     manual.kill().unwrap();
     let _ = manual.wait();
 }
+
+/// SIGTERM while a scheduled snapshot with `[snapshots] quiesce = true` waits for its task: the
+/// daemon does not drop the run (that would leave the application paused by its pre hook until
+/// the next start) but awaits it, runs the post, clears the journal, then exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_quiesced_snapshot_lets_it_finish_and_runs_the_post() {
+    let env = Env::start(0.05).await; // the snapshot task (2 simulated s) takes 40 s unheld
+    let (expr, latest) = daily();
+    env.write_config(&env.config(
+        "schedule = \"0 3 1 1 *\"\ntimezone = \"UTC\"\ncatch-up = \"25h\"",
+        &format!(
+            "[snapshots]\nschedule = \"{expr}\"\nquiesce = true\n\n{}",
+            env.hook()
+        ),
+    ));
+    let due = (latest - days(1)).as_second();
+    std::fs::write(
+        env.dir.join("state/state.json"),
+        serde_json::json!({"version": 1, "last_snapshot_scheduled": due}).to_string(),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&env, &sock(&env)).await;
+    let snapshot_task = || {
+        env.sim
+            .world()
+            .tasks
+            .iter()
+            .find(|t| t.parsed.wtype == "qmsnapshot")
+            .map(|t| t.upid.clone())
+    };
+    wait(
+        Duration::from_secs(15),
+        || snapshot_task().is_some(),
+        || d.stderr(),
+    )
+    .await;
+    let upid = snapshot_task().unwrap();
+    env.sim.world().task_mut(&upid).unwrap().held = true;
+    let journal = env.dir.join("state/journal.json");
+    assert!(journal.exists(), "{}", d.stderr());
+    assert_eq!(env.marker(), ["app-pre"]);
+    d.signal(libc::SIGTERM);
+    d.wait_log(
+        Duration::from_secs(5),
+        "stop requested during a snapshot run: letting it finish so its quiesce is released",
+    )
+    .await;
+    d.wait_note(Duration::from_secs(2), |n| {
+        n == "STATUS=stopping: waiting for a snapshot run to finish"
+    })
+    .await;
+    assert!(
+        d.notes()
+            .contains(&"EXTEND_TIMEOUT_USEC=30000000".to_string()),
+        "{:?}",
+        d.notes()
+    );
+    // Held: the daemon keeps waiting, the application stays quiesced, the post still owed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(d.child.try_wait().unwrap().is_none(), "{}", d.stderr());
+    assert_eq!(env.marker(), ["app-pre"]);
+    assert!(env.sim.world().task_mut(&upid).unwrap().running());
+    env.sim.world().task_mut(&upid).unwrap().held = false;
+    env.sim.advance(10.0);
+    let (code, _) = d.exit(Duration::from_secs(20)).await;
+    let log = d.stderr();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(env.marker(), ["app-pre", "app-post"], "{log}");
+    assert!(!journal.exists(), "{log}");
+    let w = env.sim.world();
+    let task = w.tasks.iter().find(|t| t.upid == upid).unwrap();
+    assert_eq!(task.exitstatus.as_deref(), Some("OK"), "{log}");
+    let name = w.guests[&101].snapshots.last().unwrap().name.clone();
+    drop(w);
+    assert!(name.starts_with("felhom-"), "{name}");
+    assert!(
+        log.contains(&format!("scheduled snapshot {name} created")),
+        "{log}"
+    );
+    assert_eq!(
+        env.state()["last_snapshot_scheduled"].as_i64(),
+        Some(latest.as_second())
+    );
+    assert!(!log.contains(SECRET101));
+    let notes = d.notes();
+    assert!(notes.last().unwrap().starts_with("STOPPING=1"), "{notes:?}");
+    assert!(!notes.iter().any(|n| n.contains(SECRET101)));
+}

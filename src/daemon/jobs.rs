@@ -15,7 +15,9 @@
 //!   backup or prune starts until a check passes; each one due is counted as skipped with
 //!   reason [`SKIP_SELFCHECK`];
 //! * a side job is abandoned on SIGTERM: the self-check and listings are read-only, and an
-//!   interrupted snapshot create or delete is finished or cleaned up by the next prune.
+//!   interrupted snapshot create or delete is finished or cleaned up by the next prune; except
+//!   a snapshot run with `[snapshots] quiesce = true` (hooks or fsfreeze configured), which is
+//!   awaited to its end — its posts run and its mounts thaw before the daemon exits.
 
 use std::future::Future;
 use std::time::Duration;
@@ -24,7 +26,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use super::records::SKIP_SELFCHECK;
-use super::runner::{Daemon, Wake, changed};
+use super::runner::{Daemon, STOP_EXTEND, Wake, changed};
 use crate::backup::follow::Shutdown;
 use crate::backup::run::{Agent, Summary};
 use crate::config::{Config, OnViolation, Schedule};
@@ -64,6 +66,24 @@ fn now_epoch() -> i64 {
 
 fn ts(t: Option<i64>) -> Option<Timestamp> {
     t.and_then(|s| Timestamp::from_second(s).ok())
+}
+
+/// What [`Daemon::with_heartbeat`] does with its job on SIGTERM/SIGINT.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum OnStop {
+    /// Drop it: nothing is owed by an interrupted job.
+    Abandon,
+    /// Await it to its end (it owes something, e.g. the quiesce posts): logged as
+    /// "stop requested during {what}: letting it finish {why}".
+    Finish {
+        what: &'static str,
+        why: &'static str,
+    },
+}
+
+/// Whether a scheduled snapshot quiesces (hooks or fsfreeze), so must not be dropped midway.
+fn quiesces(cfg: &Config) -> bool {
+    cfg.snapshots.quiesce && (!cfg.quiesce.hooks.is_empty() || !cfg.quiesce.fsfreeze.is_empty())
 }
 
 /// What a scheduled snapshot run did (computed off the loop, applied to the view after).
@@ -305,26 +325,46 @@ impl Daemon {
     }
 
     /// Awaits `fut` while keeping the heartbeat, noting SIGHUP and state changes. `None` when
-    /// a stop was requested (the job is abandoned).
-    pub(crate) async fn with_heartbeat<T>(&mut self, fut: impl Future<Output = T>) -> Option<T> {
+    /// a stop was requested and `on_stop` is [`OnStop::Abandon`] (the job is dropped); with
+    /// [`OnStop::Finish`] a stop is noted (the loop exits after the job) and the job is awaited
+    /// to its end while more stop time is asked for on every tick.
+    pub(crate) async fn with_heartbeat<T>(
+        &mut self,
+        fut: impl Future<Output = T>,
+        on_stop: OnStop,
+    ) -> Option<T> {
         let mut fut = std::pin::pin!(fut);
         let mut tick = tokio::time::interval(self.run_tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let signals = self.signals.clone();
+        let mut stopping = false;
         loop {
             let wake = tokio::select! {
                 out = &mut fut => return Some(out),
                 _ = tick.tick() => Wake::Timer,
-                _ = signals.wait() => Wake::Term,
+                _ = signals.wait(), if !stopping => Wake::Term,
                 _ = self.hup.recv() => Wake::Hup,
                 c = changed(&self.watch) => Wake::Changed(c),
             };
             match wake {
-                Wake::Timer => self.beat(),
-                Wake::Term => {
-                    tracing::info!("stop requested: abandoning the running side job");
-                    return None;
+                Wake::Timer => {
+                    self.beat();
+                    if stopping {
+                        self.notify.extend_timeout(STOP_EXTEND);
+                    }
                 }
+                Wake::Term => match on_stop {
+                    OnStop::Abandon => {
+                        tracing::info!("stop requested: abandoning the running side job");
+                        return None;
+                    }
+                    OnStop::Finish { what, why } => {
+                        stopping = true;
+                        tracing::info!("stop requested during {what}: letting it finish {why}");
+                        self.notify.extend_timeout(STOP_EXTEND);
+                        self.status(format!("stopping: waiting for {what} to finish"));
+                    }
+                },
                 Wake::Hup => self.reload_requested = true,
                 Wake::Changed(c) => self.on_changed(c),
             }
@@ -348,7 +388,7 @@ impl Daemon {
             let inv = inventory(&agent, &crate::jobs::guest(&id)).await;
             Ok::<_, String>((report, inv))
         };
-        let Some(result) = self.with_heartbeat(work).await else {
+        let Some(result) = self.with_heartbeat(work, OnStop::Abandon).await else {
             return;
         };
         let now = now_epoch();
@@ -448,7 +488,17 @@ impl Daemon {
         ));
         tracing::info!("scheduled snapshot starting (fire time {scheduled})");
         let agent = self.agent.clone();
-        let Some(job) = self.with_heartbeat(snapshot_job(&agent)).await else {
+        // With quiesce the pres may have run and mounts may be frozen: dropping the job would
+        // leave the posts owed until the next start (the application stays paused meanwhile).
+        let on_stop = if quiesces(&agent.cfg) {
+            OnStop::Finish {
+                what: "a snapshot run",
+                why: "so its quiesce is released",
+            }
+        } else {
+            OnStop::Abandon
+        };
+        let Some(job) = self.with_heartbeat(snapshot_job(&agent), on_stop).await else {
             return;
         };
         if let Some(r) = &job.run {
@@ -528,7 +578,10 @@ impl Daemon {
             return;
         };
         let agent = self.agent.clone();
-        if let Some(inv) = self.with_heartbeat(inventory(&agent, &guest)).await {
+        if let Some(inv) = self
+            .with_heartbeat(inventory(&agent, &guest), OnStop::Abandon)
+            .await
+        {
             self.apply_inventory(inv);
         }
     }

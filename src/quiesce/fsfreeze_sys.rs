@@ -11,7 +11,13 @@
 //!   watchdog must still thaw the mounts frozen before at the deadline); a FIFREEZE that
 //!   completes after the watchdog fired is thawed again at once, so once the watchdog has fired
 //!   nothing stays frozen; EBUSY (someone else froze it) is reported and never thawed by us;
-//! * EINVAL on thaw means "not frozen" (already thawed): fine, and reported as such.
+//! * EINVAL on thaw means "not frozen" (already thawed): fine, and reported as such;
+//! * every mount a live session froze is also in a process-wide registry (added after FIFREEZE
+//!   succeeded, removed after its thaw); the first [`FreezeSession::start`] installs a panic
+//!   hook (chained before the previous one) that thaws every registered mount. With
+//!   `panic = "abort"` a panic kills the watchdog thread with the process, but the hook still
+//!   runs first, so a panic never leaves a filesystem frozen. A panic the program survives (a
+//!   tokio task's) thaws early too: the window gets shorter, never longer.
 
 use std::ffi::CString;
 use std::io;
@@ -164,6 +170,70 @@ pub fn check_config(cfg: &Config, state_dir: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Mounts frozen by any live session of this process, for the panic hook.
+static REGISTRY: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static HOOK: std::sync::Once = std::sync::Once::new();
+
+fn registry() -> MutexGuard<'static, Vec<PathBuf>> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn register(mount: &Path) {
+    registry().push(mount.to_path_buf());
+}
+
+/// Removes one entry per mount (a mount is in the registry at most once: a second FIFREEZE of
+/// a frozen mount fails with EBUSY).
+fn unregister(mounts: &[PathBuf]) {
+    let mut r = registry();
+    for m in mounts {
+        if let Some(i) = r.iter().position(|x| x == m) {
+            r.remove(i);
+        }
+    }
+}
+
+/// The panic hook's work: thaws every registered mount, reverse freeze order. The registry
+/// lock is only ever held for a push or a removal (nothing in there panics), so a held lock is
+/// another thread's and frees at once; it is still tried for a bounded time only, so the hook
+/// can never hang a dying process.
+fn thaw_registered() {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    let mounts = loop {
+        match REGISTRY.try_lock() {
+            Ok(g) => break g.clone(),
+            Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner().clone(),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::yield_now();
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                eprintln!("fsfreeze: panic while the freeze registry is busy; not thawed here");
+                return;
+            }
+        }
+    };
+    for m in mounts.iter().rev() {
+        // stderr directly: the tracing subscriber may be what panicked.
+        eprintln!(
+            "fsfreeze: panic while frozen: thawing {}: {}",
+            m.display(),
+            thaw(m)
+        );
+    }
+}
+
+/// Installs (once per process) the panic hook that thaws what live sessions froze, before the
+/// previous hook runs.
+fn install_panic_hook() {
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            thaw_registered();
+            previous(info);
+        }));
+    });
+}
+
 /// The outcome of a session once it is thawed.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ThawReport {
@@ -209,6 +279,7 @@ fn thaw_locked(inner: &mut Inner, by_watchdog: bool) {
         .rev()
         .map(|m| (m.clone(), thaw(m)))
         .collect();
+    unregister(&inner.frozen);
     inner.report = Some(ThawReport {
         thawed,
         by_watchdog,
@@ -230,7 +301,9 @@ impl std::fmt::Debug for FreezeSession {
 
 impl FreezeSession {
     /// Starts the watchdog: `max_freeze` from now, it thaws whatever the session froze.
+    /// The first session of the process also installs the thaw-on-panic hook.
     pub fn start(max_freeze: Duration) -> io::Result<FreezeSession> {
+        install_panic_hook();
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             cv: Condvar::new(),
@@ -299,6 +372,7 @@ impl FreezeSession {
                 "max-freeze passed while this mount was being frozen; thawed again".into(),
             );
         }
+        register(mount);
         g.frozen.push(mount.to_path_buf());
         g.first_frozen.get_or_insert_with(Instant::now);
         r

@@ -491,3 +491,66 @@ async fn config_refuses_root_and_the_state_directory_filesystem() {
         r.stderr
     );
 }
+
+/// Set (to a mount point) only in the child process [`a_panic_while_frozen_thaws_before_the_process_dies`] spawns.
+const PANIC_CHILD_MOUNT: &str = "FELHOM_TEST_PANIC_CHILD_MOUNT";
+
+/// The child side of [`a_panic_while_frozen_thaws_before_the_process_dies`]: does nothing unless
+/// the parent set [`PANIC_CHILD_MOUNT`]. Freezes the mount through a `FreezeSession`, then
+/// panics inside an `extern "C"` function: unwinding stops at that boundary and the process
+/// aborts — as with `panic = "abort"` — so the session is never dropped and its watchdog dies
+/// with the process; only the panic hook runs.
+#[test]
+fn panic_child_freezes_and_aborts() {
+    let Some(mount) = std::env::var_os(PANIC_CHILD_MOUNT) else {
+        return;
+    };
+    let session =
+        felhom_agent::quiesce::fsfreeze_sys::FreezeSession::start(Duration::from_secs(120))
+            .unwrap();
+    let r = session.freeze(Path::new(&mount));
+    assert_eq!(r, felhom_agent::quiesce::fsfreeze_sys::FreezeResult::Frozen);
+    extern "C" fn boom() {
+        panic!("test panic while frozen");
+    }
+    boom();
+    drop(session);
+}
+
+#[test]
+fn a_panic_while_frozen_thaws_before_the_process_dies() {
+    let Some(fs) = LoopFs::setup("panic_while_frozen") else {
+        return;
+    };
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "fsfreeze::panic_child_freezes_and_aborts",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(PANIC_CHILD_MOUNT, &fs.mnt)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    // Aborted: no unwinding reached the session's Drop.
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(stderr.contains("test panic while frozen"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "fsfreeze: panic while frozen: thawing {}: thawed",
+            fs.mnt.display()
+        )),
+        "{stderr}"
+    );
+    // The hook ran before the previous one (the panic message comes after the thaw).
+    assert!(
+        stderr.find("fsfreeze: panic while frozen").unwrap()
+            < stderr.find("test panic while frozen").unwrap(),
+        "{stderr}"
+    );
+    // Thawed: our own FIFREEZE succeeds (EBUSY if the child had left it frozen).
+    ioctl(&fs.mnt, FIFREEZE).expect("the filesystem was left frozen");
+    ioctl(&fs.mnt, FITHAW).unwrap();
+}
