@@ -73,11 +73,11 @@ fn ts(t: Option<i64>) -> Option<Timestamp> {
 pub(crate) enum OnStop {
     /// Drop it: nothing is owed by an interrupted job.
     Abandon,
-    /// Await it to its end (it owes something, e.g. the quiesce posts): logged as
-    /// "stop requested during {what}: letting it finish {why}".
+    /// Await it to its end (it owes something, e.g. the quiesce posts): `log` is logged and
+    /// `status` sent as the systemd `STATUS=` line when the stop is requested.
     Finish {
-        what: &'static str,
-        why: &'static str,
+        log: &'static str,
+        status: &'static str,
     },
 }
 
@@ -358,14 +358,17 @@ impl Daemon {
                         tracing::info!("stop requested: abandoning the running side job");
                         return None;
                     }
-                    OnStop::Finish { what, why } => {
+                    OnStop::Finish { log, status } => {
                         stopping = true;
-                        tracing::info!("stop requested during {what}: letting it finish {why}");
+                        tracing::info!("{log}");
                         self.notify.extend_timeout(STOP_EXTEND);
-                        self.status(format!("stopping: waiting for {what} to finish"));
+                        self.status(status.into());
                     }
                 },
-                Wake::Hup => self.reload_requested = true,
+                Wake::Hup => {
+                    tracing::info!("configuration reload requested; applied after the running job");
+                    self.reload_requested = true;
+                }
                 Wake::Changed(c) => self.on_changed(c),
             }
         }
@@ -492,8 +495,8 @@ impl Daemon {
         // leave the posts owed until the next start (the application stays paused meanwhile).
         let on_stop = if quiesces(&agent.cfg) {
             OnStop::Finish {
-                what: "a snapshot run",
-                why: "so its quiesce is released",
+                log: "stop requested during a snapshot run: letting it finish so its quiesce is released",
+                status: "stopping: waiting for a snapshot run to finish",
             }
         } else {
             OnStop::Abandon

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::jobs::JobSchedules;
+use super::jobs::{JobSchedules, OnStop};
 use super::records::{self, SKIP_BUSY, SKIP_SELFCHECK};
 use super::sdnotify::Notifier;
 use super::signals::Hangup;
@@ -425,42 +425,14 @@ impl Daemon {
             what: "daemon",
         };
         let run = backup_now(&agent, &req, signals.as_ref());
-        let mut run = std::pin::pin!(run);
-        let mut tick = tokio::time::interval(self.run_tick());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stopping = false;
-        let summary = loop {
-            let wake = tokio::select! {
-                s = &mut run => break s,
-                _ = tick.tick() => Wake::Timer,
-                _ = signals.wait(), if !stopping => Wake::Term,
-                _ = self.hup.recv() => Wake::Hup,
-                c = changed(&self.watch) => Wake::Changed(c),
-            };
-            match wake {
-                Wake::Timer => {
-                    self.beat();
-                    if stopping {
-                        self.notify.extend_timeout(STOP_EXTEND);
-                    }
-                }
-                Wake::Term => {
-                    stopping = true;
-                    tracing::info!(
-                        "stop requested during a backup run: letting it reach a safe point"
-                    );
-                    self.notify.extend_timeout(STOP_EXTEND);
-                    self.status(
-                        "stopping: waiting for the backup run to reach a safe point".into(),
-                    );
-                }
-                Wake::Hup => {
-                    tracing::info!("configuration reload requested; applied after this run");
-                    self.reload_requested = true;
-                }
-                Wake::Changed(c) => self.on_changed(c),
-            }
+        let stop = OnStop::Finish {
+            log: "stop requested during a backup run: letting it reach a safe point",
+            status: "stopping: waiting for the backup run to reach a safe point",
         };
+        let summary = self
+            .with_heartbeat(run, stop)
+            .await
+            .expect("a job awaited to its end always yields its output");
         self.health.update(|v| v.set_phase(Phase::Recording));
         if summary.result == "busy" {
             let holder = summary.error.clone().unwrap_or_default();
