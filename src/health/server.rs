@@ -172,7 +172,9 @@ impl HealthServer {
         } = self;
         let mut conns = JoinSet::new();
         let mut open = OpenConnections::default();
-        let mut last_trim = std::time::Instant::now();
+        let mut last_trim = Instant::now();
+        // A trim put off by the rate limit: runs at this instant if no connection is open then.
+        let mut trim_due: Option<Instant> = None;
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.wait_for(|stop| *stop) => break,
@@ -181,8 +183,21 @@ impl HealthServer {
                         Ok((id, ())) => *id,
                         Err(e) => e.id(),
                     });
-                    if conns.is_empty() && last_trim.elapsed() >= Duration::from_secs(10) {
-                        last_trim = std::time::Instant::now();
+                    if conns.is_empty() {
+                        if last_trim.elapsed() >= TRIM_INTERVAL {
+                            last_trim = Instant::now();
+                            trim_due = None;
+                            release_freed_memory();
+                        } else {
+                            trim_due = Some(last_trim + TRIM_INTERVAL);
+                        }
+                    }
+                    continue;
+                }
+                _ = sleep_until_due(trim_due) => {
+                    trim_due = None;
+                    if conns.is_empty() {
+                        last_trim = Instant::now();
                         release_freed_memory();
                     }
                     continue;
@@ -474,6 +489,19 @@ fn epoch_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// At most one `malloc_trim` per this interval (a scraper that reconnects for every scrape must
+/// not pay for one each time); a trim put off by it runs when the interval ends, so the memory
+/// of a burst is returned even when the next burst comes sooner.
+const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Resolves at `due`; never when there is nothing due (no timer at all while idle).
+async fn sleep_until_due(due: Option<Instant>) {
+    match due {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Returns freed heap pages to the kernel (glibc keeps them by default).
