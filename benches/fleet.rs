@@ -37,8 +37,6 @@ use jiff::Timestamp;
 use pve_sim::{Scenario, Sim};
 use tokio::sync::{Notify, oneshot};
 
-/// The daemon's longest sleep before it re-reads the wall clock (`daemon::runner::SLEEP_CAP`).
-const SLEEP_CAP: Duration = Duration::from_secs(300);
 /// The configuration defaults the fleet runs with.
 const SCHEDULE: &str = "0 2 * * *";
 const CATCH_UP: Duration = Duration::from_secs(12 * 3600);
@@ -272,7 +270,15 @@ async fn agent(
         let now = ts(clock.now());
         match plan(&schedule, Some(last), now, CATCH_UP, offset) {
             Plan::RunNow { .. } => break,
-            Plan::WaitUntil { until, .. } => clock.sleep(sleep_for(now, until, SLEEP_CAP)).await,
+            Plan::WaitUntil { until, .. } => {
+                clock
+                    .sleep(sleep_for(
+                        now,
+                        until,
+                        felhom_agent::daemon::runner::SLEEP_CAP,
+                    ))
+                    .await
+            }
             other => panic!("guest {vmid}: unexpected plan {other:?}"),
         }
     }

@@ -495,20 +495,16 @@ async fn config_refuses_root_and_the_state_directory_filesystem() {
 /// Set (to a mount point) only in the child process [`a_panic_while_frozen_thaws_before_the_process_dies`] spawns.
 const PANIC_CHILD_MOUNT: &str = "FELHOM_TEST_PANIC_CHILD_MOUNT";
 
-/// The child side of [`a_panic_while_frozen_thaws_before_the_process_dies`]: does nothing unless
-/// the parent set [`PANIC_CHILD_MOUNT`]. Freezes the mount through a `FreezeSession`, then
-/// panics inside an `extern "C"` function: unwinding stops at that boundary and the process
-/// aborts — as with `panic = "abort"` — so the session is never dropped and its watchdog dies
-/// with the process; only the panic hook runs.
-#[test]
-fn panic_child_freezes_and_aborts() {
-    let Some(mount) = std::env::var_os(PANIC_CHILD_MOUNT) else {
-        return;
-    };
+/// The child side of [`a_panic_while_frozen_thaws_before_the_process_dies`] (the same test,
+/// re-run by itself with [`PANIC_CHILD_MOUNT`] set). Freezes the mount through a
+/// `FreezeSession`, then panics inside an `extern "C"` function: unwinding stops at that
+/// boundary and the process aborts — as with `panic = "abort"` — so the session is never
+/// dropped and its watchdog dies with the process; only the panic hook runs.
+fn panic_child_freezes_and_aborts(mount: &std::ffi::OsStr) {
     let session =
         felhom_agent::quiesce::fsfreeze_sys::FreezeSession::start(Duration::from_secs(120))
             .unwrap();
-    let r = session.freeze(Path::new(&mount));
+    let r = session.freeze(Path::new(mount));
     assert_eq!(r, felhom_agent::quiesce::fsfreeze_sys::FreezeResult::Frozen);
     extern "C" fn boom() {
         panic!("test panic while frozen");
@@ -519,12 +515,15 @@ fn panic_child_freezes_and_aborts() {
 
 #[test]
 fn a_panic_while_frozen_thaws_before_the_process_dies() {
+    if let Some(mount) = std::env::var_os(PANIC_CHILD_MOUNT) {
+        return panic_child_freezes_and_aborts(&mount);
+    }
     let Some(fs) = LoopFs::setup("panic_while_frozen") else {
         return;
     };
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
-            "fsfreeze::panic_child_freezes_and_aborts",
+            "fsfreeze::a_panic_while_frozen_thaws_before_the_process_dies",
             "--exact",
             "--nocapture",
             "--test-threads=1",
